@@ -1,0 +1,1 @@
+"""Hydra + Optuna sweeps for the smallest MNIST network that reaches a target accuracy."""

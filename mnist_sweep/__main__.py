@@ -1,0 +1,41 @@
+"""`python -m mnist_sweep [overrides]`: compose the config with Hydra and train once per job."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from mnist_sweep.errors import UserError
+from mnist_sweep.train import train
+
+# Absolute, so that the `mnist-sweep` console script (where this module is not
+# __main__) finds the same configs as `python -m mnist_sweep`.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def objective_values(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a sweeper needs from a finished run."""
+    return {key: metrics[key] for key in ("params", "test_acc", "val_acc", "best_test_acc")}
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    hydra_cfg = HydraConfig.get()
+    try:
+        metrics = train(cfg, hydra_cfg.runtime.output_dir)
+    except (UserError, KeyboardInterrupt) as e:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the trial as failed, with this reason
+        print(f"error: {e}" if str(e) else "interrupted", file=sys.stderr)
+        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
+    return objective_values(metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""MNIST as whole tensors on the training device, with whole-batch augmentation.
+
+torchvision reads the files; after that there is no per-sample Python: batches
+are index slices of one tensor and augmentation is one affine warp per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.datasets import MNIST
+
+from mnist_sweep.errors import DataError
+
+RAW_FILES = {
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
+}
+ROOT_HINT = (
+    "set data.root=<dir> (or the MNIST_DATA environment variable) to the folder holding MNIST/raw/"
+)
+
+
+def _check_idx_file(path: Path, shape: tuple[int, ...]) -> None:
+    """Validate an IDX file's header and size before torchvision parses it.
+
+    torchvision's parser fails on a truncated file with an opaque reshape
+    error; this names the file and says what is wrong.
+    """
+    with path.open("rb") as f:
+        header = f.read(4 + 4 * len(shape))
+    size = path.stat().st_size
+    if len(header) < 4 + 4 * len(shape) or header[:3] != b"\x00\x00\x08" or header[3] != len(shape):
+        raise DataError(f"{path} is not an MNIST file (bad header); restore it or re-download it")
+    dims = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(len(shape)))
+    expected = len(header) + math.prod(dims)
+    if dims != shape or size != expected:
+        want = len(header) + math.prod(shape)
+        raise DataError(
+            f"{path} is truncated or corrupt ({size:,} bytes, expected {want:,}); "
+            "restore it or re-download it with data.download=true"
+        )
+
+
+def load_mnist(root: str | Path, download: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+    """Read MNIST through torchvision: {"train": (uint8 images, labels), "test": ...}."""
+    root = Path(root).expanduser().resolve()
+    raw = root / "MNIST" / "raw"
+    missing = [name for name in RAW_FILES if not (raw / name).is_file()]
+    if missing and not download:
+        raise DataError(
+            f"MNIST not found: no {raw / missing[0]}; {ROOT_HINT}, or data.download=true"
+        )
+    if not missing:
+        for name, shape in RAW_FILES.items():
+            _check_idx_file(raw / name, shape)
+    splits = {}
+    for split, train in (("train", True), ("test", False)):
+        try:
+            ds = MNIST(str(root), train=train, download=download)
+        except Exception as e:  # network errors differ by platform; all mean the same to the user
+            raise DataError(f"could not download MNIST into {root} ({e}); {ROOT_HINT}") from e
+        splits[split] = (ds.data, ds.targets)
+    if missing:  # just downloaded
+        for name, shape in RAW_FILES.items():
+            _check_idx_file(raw / name, shape)
+    for split, (_, labels) in splits.items():
+        if labels.min() < 0 or labels.max() > 9:
+            raise DataError(
+                f"MNIST {split} labels under {raw} are outside 0-9: the label file is corrupt"
+            )
+    return splits
+
+
+@dataclass
+class DeviceData:
+    """Normalised float images and labels, already on the training device."""
+
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    val_x: Tensor | None
+    val_y: Tensor | None
+    background: float  # value of a black pixel after normalisation
+
+    @property
+    def n_train(self) -> int:
+        return self.train_x.shape[0]
+
+
+def prepare_data(data_cfg: Any, device: torch.device) -> DeviceData:
+    """Load, subset, split off validation and normalise, per the `data` config group."""
+    splits = load_mnist(data_cfg.root, data_cfg.download)
+    train_x, train_y = splits["train"]
+    test_x, test_y = splits["test"]
+    subset = data_cfg.train_subset
+    if subset is not None:
+        if not 0 < subset <= train_x.shape[0]:
+            raise DataError(
+                f"data.train_subset must be between 1 and {train_x.shape[0]}, got {subset}"
+            )
+        train_x, train_y = train_x[:subset], train_y[:subset]
+    val_size = data_cfg.val_size or 0
+    if not 0 <= val_size < train_x.shape[0]:
+        raise DataError(
+            f"data.val_size must leave training images: got {val_size} of {train_x.shape[0]}"
+        )
+    val_x = val_y = None
+    if val_size:
+        # The last images, so the split does not depend on the seed.
+        train_x, val_x = train_x[:-val_size], train_x[-val_size:]
+        train_y, val_y = train_y[:-val_size], train_y[-val_size:]
+
+    def to_device(images: Tensor) -> Tensor:
+        x = images.to(device=device, dtype=torch.float32).div_(255).unsqueeze(1)
+        return x.sub_(data_cfg.mean).div_(data_cfg.std)
+
+    return DeviceData(
+        train_x=to_device(train_x),
+        train_y=train_y.to(device),
+        test_x=to_device(test_x),
+        test_y=test_y.to(device),
+        val_x=None if val_x is None else to_device(val_x),
+        val_y=None if val_y is None else val_y.to(device),
+        background=(0.0 - data_cfg.mean) / data_cfg.std,
+    )
+
+
+def random_affine(
+    x: Tensor,
+    degrees: float,
+    translate: float,
+    scale: float,
+    background: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Rotate, shift and zoom every image of a batch by its own random amount, in one warp."""
+    n = x.shape[0]
+
+    def uniform(half_width: float) -> Tensor:
+        u = torch.rand(n, device=x.device, generator=generator)
+        return (u * 2 - 1) * half_width
+
+    angle = uniform(math.radians(degrees))
+    zoom = 1 + uniform(scale)
+    # affine_grid maps output to input coordinates in [-1, 1], so a shift of a
+    # fraction f of the image is 2f there, and zooming in means sampling 1/zoom.
+    tx, ty = uniform(2 * translate), uniform(2 * translate)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, tx], dim=1), torch.stack([sin, cos, ty], dim=1)], dim=1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Warp with black (not zero, which is grey after normalisation) outside the image.
+    warped = F.grid_sample(
+        x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return warped + background

@@ -1,0 +1,153 @@
+"""The parametric CNN family every preset (and every sweep trial) is built from.
+
+A net is a list of blocks. Each block is a run of 3x3 conv units
+(conv -> BatchNorm -> ReLU -> dropout), optionally followed by a 2x2 max-pool
+and a 1x1 "transition" conv that narrows the channels. A head turns the last
+feature map into class logits: global average pooling (plus a linear layer when
+the last width is not the class count) or flatten + fully connected layers.
+
+The model returns logits; the loss applies the (single) log-softmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_sweep.errors import ArchitectureError
+
+IMAGE_SIZE = 28
+IN_CHANNELS = 1
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    widths: tuple[int, ...]
+    paddings: tuple[int, ...]
+    pool: bool
+    transition: int | None
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ArchitectureError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def parse_blocks(model_cfg: Mapping[str, Any]) -> list[BlockSpec]:
+    """Read `model.blocks` into specs, rejecting bad widths before any layer is built."""
+    blocks = model_cfg.get("blocks")
+    if not blocks:
+        raise ArchitectureError("model.blocks is empty: a net needs at least one conv block")
+    specs = []
+    for i, block in enumerate(blocks, start=1):
+        where = f"model block {i}"
+        if "widths" in block and block["widths"] is not None:
+            widths = tuple(_positive_int(w, f"{where} width") for w in block["widths"])
+        else:
+            width = _positive_int(block.get("width"), f"{where} width")
+            convs = _positive_int(block.get("convs", 1), f"{where} conv count")
+            widths = (width,) * convs
+        if not widths:
+            raise ArchitectureError(f"{where} has no convs")
+        padding = block.get("padding", 1)
+        paddings = tuple(padding) if isinstance(padding, Sequence) else (padding,) * len(widths)
+        if len(paddings) != len(widths) or any(p not in (0, 1) for p in paddings):
+            raise ArchitectureError(
+                f"{where} padding must be 0, 1 or a list of those, one per conv; got {padding!r}"
+            )
+        transition = block.get("transition")
+        if transition is not None:
+            transition = _positive_int(transition, f"{where} transition width")
+        specs.append(BlockSpec(widths, paddings, bool(block.get("pool", False)), transition))
+    return specs
+
+
+def _check_feature_maps(specs: list[BlockSpec]) -> int:
+    """Follow the spatial size through the net; name the first layer it collapses at."""
+    size = IMAGE_SIZE
+    for i, spec in enumerate(specs, start=1):
+        for j, pad in enumerate(spec.paddings, start=1):
+            size = size + 2 * pad - 2
+            if size < 1:
+                raise ArchitectureError(
+                    f"model block {i} conv {j}: the feature map collapses to nothing "
+                    "(too many unpadded convs or pools for a 28x28 image); "
+                    "use padding: 1, fewer convs or fewer pools"
+                )
+        if spec.pool:
+            if size < 2:
+                raise ArchitectureError(
+                    f"model block {i}: cannot max-pool a {size}x{size} feature map; "
+                    "remove this pool or an earlier one"
+                )
+            size //= 2
+    return size
+
+
+def build_model(model_cfg: Mapping[str, Any], dropout: float = 0.0) -> nn.Sequential:
+    """Build the net described by the `model` config group; raises ArchitectureError early."""
+    specs = parse_blocks(model_cfg)
+    final_size = _check_feature_maps(specs)
+    num_classes = _positive_int(model_cfg.get("num_classes", 10), "model.num_classes")
+    batchnorm = bool(model_cfg.get("batchnorm", True))
+    bias = bool(model_cfg.get("conv_bias", not batchnorm))
+    if not 0.0 <= dropout < 1.0:
+        raise ArchitectureError(f"dropout.p must be in [0, 1), got {dropout}")
+
+    layers: list[nn.Module] = []
+    channels = IN_CHANNELS
+    for spec in specs:
+        for width, pad in zip(spec.widths, spec.paddings, strict=True):
+            layers.append(nn.Conv2d(channels, width, 3, padding=pad, bias=bias))
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU(inplace=True))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            channels = width
+        if spec.pool:
+            layers.append(nn.MaxPool2d(2))
+        if spec.transition is not None:
+            layers.append(nn.Conv2d(channels, spec.transition, 1, bias=bias))
+            channels = spec.transition
+
+    head = model_cfg.get("head", "gap")
+    if head == "gap":
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if channels != num_classes:
+            layers.append(nn.Linear(channels, num_classes))
+    elif head == "fc":
+        layers.append(nn.Flatten())
+        features = channels * final_size * final_size
+        for i, hidden in enumerate(model_cfg.get("fc_hidden") or [], start=1):
+            hidden = _positive_int(hidden, f"model.fc_hidden[{i}]")
+            layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
+            features = hidden
+        layers.append(nn.Linear(features, num_classes))
+    else:
+        raise ArchitectureError(f"model.head must be 'gap' or 'fc', got {head!r}")
+    return nn.Sequential(*layers)
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters: the number the whole project minimises."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def layer_output_shapes(model: nn.Sequential) -> list[tuple[str, tuple[int, ...]]]:
+    """(layer type, output shape) of every layer for one 28x28 image."""
+    shapes = []
+    x = torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for layer in model:
+            x = layer(x)
+            shapes.append((type(layer).__name__, tuple(x.shape[1:])))
+    model.train(was_training)
+    return shapes

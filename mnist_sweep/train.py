@@ -1,0 +1,278 @@
+"""The training loop: config in, run folder and metrics out.
+
+`train(cfg, run_dir)` builds data, model, optimizer and schedule from the
+composed config, trains for `trainer.epochs`, evaluates after every epoch and
+rewrites `metrics.json` each time, so even a run that dies leaves its history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import TrialPruned
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from mnist_sweep import run_folder
+from mnist_sweep.data import DeviceData, prepare_data, random_affine
+from mnist_sweep.errors import TrainingDiverged, UserError
+from mnist_sweep.model import build_model, count_params
+from mnist_sweep.optim import build_optimizer, build_scheduler, steps_per_epoch
+
+log = logging.getLogger(__name__)
+
+# Called after every epoch with the metrics so far; may raise optuna's
+# TrialPruned to stop the run early.
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "trainer.device=cuda but no CUDA device is available; use trainer.device=cpu"
+        )
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"trainer.device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def autocast_context(
+    precision: str, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager]:
+    if str(precision) == "32":
+        return contextlib.nullcontext
+    if str(precision) == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise UserError(f'trainer.precision must be "32" or "bf16", got {precision!r}')
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_epoch(
+    model: nn.Module,
+    data: DeviceData,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    cfg: DictConfig,
+    generator: torch.Generator,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    description: str = "",
+) -> tuple[float, float]:
+    """One pass over the training tensor in shuffled batches; returns (mean loss, accuracy %)."""
+    model.train()
+    n, batch_size = data.n_train, cfg.data.batch_size
+    aug = cfg.data.augment
+    strength = aug.strength
+    perm = torch.randperm(n, device=data.train_x.device, generator=generator)
+    # Sums stay on the device: reading them every step would stall a GPU.
+    loss_sum = torch.zeros((), device=data.train_x.device)
+    correct = torch.zeros((), device=data.train_x.device, dtype=torch.long)
+    steps = steps_per_epoch(n, batch_size)
+    bar = tqdm(
+        range(steps), desc=description, leave=False, disable=None if cfg.trainer.progress else True
+    )
+    for i in bar:
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        x, y = data.train_x[idx], data.train_y[idx]
+        if strength > 0:
+            x = random_affine(
+                x,
+                aug.degrees * strength,
+                aug.translate * strength,
+                aug.scale * strength,
+                data.background,
+                generator,
+            )
+        with autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (logits.argmax(1) == y).sum()
+    return (loss_sum / n).item(), (correct * 100.0 / n).item()
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) over a whole split, in large batches."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, x.shape[0], batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        with autocast():
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    return (loss_sum / x.shape[0]).item(), (correct * 100.0 / x.shape[0]).item()
+
+
+def _new_metrics(cfg: DictConfig, params: int, device: torch.device) -> dict[str, Any]:
+    return {
+        "model": cfg.model.name,
+        "params": params,
+        "status": "running",
+        "test_acc": None,  # final epoch: the headline figure
+        "best_test_acc": None,  # best epoch, picked on the test set: not a fair headline
+        "best_epoch": None,
+        "val_acc": None,  # final epoch, only with data.val_size > 0
+        "target_acc": cfg.target_acc,
+        "reached_target": False,
+        "epochs_planned": cfg.trainer.epochs,
+        "seed": cfg.trainer.seed,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "wall_seconds": 0.0,
+        "train_seconds": 0.0,
+        "error": None,
+        "epochs": [],
+    }
+
+
+def _record_epoch(metrics: dict[str, Any], record: dict[str, Any]) -> None:
+    metrics["epochs"].append(record)
+    metrics["test_acc"] = record["test_acc"]
+    metrics["val_acc"] = record.get("val_acc")
+    metrics["reached_target"] = record["test_acc"] >= metrics["target_acc"]
+    best = max(metrics["epochs"], key=lambda e: e["test_acc"])
+    metrics["best_test_acc"], metrics["best_epoch"] = best["test_acc"], best["epoch"]
+    metrics["train_seconds"] = round(sum(e["seconds"] for e in metrics["epochs"]), 3)
+
+
+def train(
+    cfg: DictConfig, run_dir: str | Path, on_epoch_end: EpochCallback | None = None
+) -> dict[str, Any]:
+    """Train per the composed config, filling the run folder; returns what metrics.json holds."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.trainer.device)
+    autocast = autocast_context(cfg.trainer.precision, device)
+    torch.manual_seed(cfg.trainer.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
+
+    model = build_model(cfg.model, cfg.dropout.p)  # validates the architecture first
+    data = prepare_data(cfg.data, device)
+    params = count_params(model)
+    run_folder.write_model_summary(run_dir, model)
+    model.to(device)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    epochs = cfg.trainer.epochs
+    if epochs < 1:
+        raise UserError(f"trainer.epochs must be at least 1, got {epochs}")
+    scheduler = build_scheduler(
+        cfg.scheduler, optimizer, steps_per_epoch(data.n_train, cfg.data.batch_size), epochs
+    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    metrics = _new_metrics(cfg, params, device)
+    log.info(
+        "model %s: %s params | %s train / %s test images | %s",
+        cfg.model.name,
+        f"{params:,}",
+        f"{data.n_train:,}",
+        f"{data.test_x.shape[0]:,}",
+        metrics["device"],
+    )
+
+    def save(status: str, error: str | None = None) -> None:
+        metrics["status"], metrics["error"] = status, error
+        metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+        run_folder.write_json(run_dir / run_folder.METRICS, metrics)
+
+    try:
+        for epoch in range(1, epochs + 1):
+            _sync(device)
+            t0 = time.perf_counter()
+            train_loss, train_acc = train_epoch(
+                model,
+                data,
+                optimizer,
+                scheduler,
+                cfg,
+                generator,
+                autocast,
+                f"epoch {epoch}/{epochs}",
+            )
+            _sync(device)
+            seconds = time.perf_counter() - t0
+            if not torch.isfinite(torch.tensor(train_loss)):
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch} (train loss is {train_loss}); "
+                    f"lower optimizer.lr (now {cfg.optimizer.lr}) or change optimizer/scheduler"
+                )
+            eval_bs = cfg.data.eval_batch_size
+            test_loss, test_acc = evaluate(model, data.test_x, data.test_y, eval_bs, autocast)
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(seconds, 3),
+            }
+            if data.val_x is not None:
+                record["val_loss"], record["val_acc"] = evaluate(
+                    model, data.val_x, data.val_y, eval_bs, autocast
+                )
+            record["eval_seconds"] = round(time.perf_counter() - t0 - seconds, 3)
+            _record_epoch(metrics, record)
+            save("running")
+            run_folder.save_checkpoint(run_dir, model, resolved, epoch)
+            log.info(
+                "epoch %d/%d | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%%%s"
+                " | lr %.3g | %.1fs",
+                epoch,
+                epochs,
+                train_loss,
+                train_acc,
+                test_loss,
+                test_acc,
+                f" | val acc {record['val_acc']:.2f}%" if "val_acc" in record else "",
+                record["lr"],
+                seconds,
+            )
+            if on_epoch_end is not None:
+                on_epoch_end(metrics)
+    except TrialPruned:
+        save("pruned", f"pruned after epoch {len(metrics['epochs'])}")
+        raise
+    except BaseException as e:  # KeyboardInterrupt too: the history so far must survive
+        save("failed", str(e) or type(e).__name__)
+        raise
+    finally:
+        if metrics["epochs"]:
+            run_folder.plot_curves(
+                run_dir, metrics["epochs"], f"{cfg.model.name} ({params:,} params)"
+            )
+    save("completed")
+    log.info(
+        "final test accuracy %.2f%% (target %.2f%%: %s); best epoch %d: %.2f%%",
+        metrics["test_acc"],
+        cfg.target_acc,
+        "reached" if metrics["reached_target"] else "not reached",
+        metrics["best_epoch"],
+        metrics["best_test_acc"],
+    )
+    return metrics

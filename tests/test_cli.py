@@ -1,0 +1,135 @@
+"""`python -m mnist_sweep` as a user runs it: the promised files; one clear line on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import DATA_ROOT, run_cli
+
+TINY = ["model=tiny", "data.train_subset=1000", "trainer.epochs=2", "trainer.device=cpu"]
+METRIC_KEYS = {
+    "params",
+    "test_acc",
+    "best_test_acc",
+    "best_epoch",
+    "target_acc",
+    "reached_target",
+    "status",
+    "wall_seconds",
+    "device",
+    "epochs",
+}
+EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+
+
+def _one_line_error(result, *fragments: str) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_run_leaves_a_self_describing_folder(tmp_path, data_root):
+    result = run_cli(*TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*_tiny")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics.keys() >= METRIC_KEYS
+    assert metrics["status"] == "completed"
+    assert isinstance(metrics["params"], int)
+    assert len(metrics["epochs"]) == 2
+    assert all(e.keys() >= EPOCH_KEYS for e in metrics["epochs"])
+    assert metrics["target_acc"] == 99.4
+    summary = (run_dir / "model_summary.txt").read_text()
+    assert (
+        "Output Shape" in summary and "Param #" in summary and f"{metrics['params']:,}" in summary
+    )
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert set(ckpt) >= {"state_dict", "config"}
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "epoch 2/2" in (run_dir / "train.log").read_text()
+
+
+def test_console_script_is_installed(tmp_path):
+    beside_python = Path(sys.executable).parent / "mnist-sweep"
+    script = str(beside_python) if beside_python.exists() else shutil.which("mnist-sweep")
+    assert script, "the mnist-sweep console script is not installed"
+    result = subprocess.run(
+        [script, "--cfg", "job", "model=era_s6"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "name: era_s6" in result.stdout
+
+
+def test_unknown_option_lists_the_choices(tmp_path):
+    result = run_cli("model=huge", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/huge'" in result.stderr
+    assert "era_s6" in result.stderr  # Hydra lists the available options
+
+
+def test_unknown_key_is_refused(tmp_path):
+    result = run_cli("trainer.epoch=3", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "epoch" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["model.w1=0"], "model block 1 width must be a positive integer, got 0"),
+        (["model.n1=13"], "feature map collapses"),
+    ],
+)
+def test_impossible_architecture_is_one_line(tmp_path, overrides, fragment):
+    err = _one_line_error(run_cli(*TINY, *overrides, cwd=tmp_path), fragment)
+    assert err.strip().count("\n") == 0
+
+
+def test_missing_mnist_says_where_it_looked(tmp_path):
+    err = _one_line_error(
+        run_cli(*TINY, f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path),
+        "MNIST not found",
+        str(tmp_path / "nowhere"),
+        "data.root",
+        "MNIST_DATA",
+    )
+    assert err.strip().count("\n") == 0
+
+
+def test_missing_mnist_via_environment_variable(tmp_path):
+    result = run_cli(*TINY, cwd=tmp_path, env={"MNIST_DATA": str(tmp_path / "empty")})
+    _one_line_error(result, "MNIST not found", str(tmp_path / "empty"))
+
+
+def test_truncated_data_file_is_named(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for src in (DATA_ROOT / "MNIST" / "raw").glob("*-ubyte"):
+        (raw / src.name).symlink_to(src)
+    broken = raw / "t10k-images-idx3-ubyte"
+    broken.unlink()
+    broken.write_bytes((DATA_ROOT / "MNIST" / "raw" / broken.name).read_bytes()[:100_000])
+    err = _one_line_error(
+        run_cli(*TINY, f"data.root={tmp_path / 'data'}", cwd=tmp_path),
+        str(broken),
+        "truncated or corrupt",
+    )
+    assert err.strip().count("\n") == 0
+
+
+def test_nan_run_stops_and_leaves_failed_metrics(tmp_path):
+    result = run_cli(*TINY, "dropout=none", "optimizer.lr=1e30", cwd=tmp_path)
+    _one_line_error(result, "diverged", "optimizer.lr")
+    (metrics_file,) = (tmp_path / "outputs" / "runs").glob("*/*_tiny/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["status"] == "failed"

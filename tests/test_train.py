@@ -1,0 +1,90 @@
+"""Short real trainings on real MNIST: the net learns, runs reproduce, failures are recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mnist_sweep import run_folder
+from mnist_sweep.data import prepare_data, random_affine
+from mnist_sweep.errors import TrainingDiverged
+from mnist_sweep.model import build_model, count_params
+from mnist_sweep.train import train
+
+
+def test_short_training_really_learns(quick_cfg, tmp_path):
+    cfg = quick_cfg("model=small")
+    metrics = train(cfg, tmp_path)
+    assert metrics["status"] == "completed"
+    assert metrics["params"] == 4882
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    # 4,000 images, 3 epochs: chance is 10%, the net must be far beyond it.
+    assert metrics["test_acc"] > 90.0
+    assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
+    assert metrics["test_acc"] == metrics["epochs"][-1]["test_acc"]
+    assert metrics["best_test_acc"] == max(e["test_acc"] for e in metrics["epochs"])
+    assert metrics["reached_target"] is False  # 99.4% is not reachable like this
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["test_acc"] == metrics["test_acc"]
+
+
+def test_same_seed_same_result_on_cpu(quick_cfg, tmp_path):
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 2})
+    first = train(cfg, tmp_path / "a")
+    second = train(cfg, tmp_path / "b")
+    assert [e["test_loss"] for e in first["epochs"]] == [e["test_loss"] for e in second["epochs"]]
+    cfg.trainer.seed = 1
+    third = train(cfg, tmp_path / "c")
+    assert third["epochs"][-1]["train_loss"] != first["epochs"][-1]["train_loss"]
+
+
+def test_checkpoint_loads_with_weights_only_and_reproduces_accuracy(quick_cfg, tmp_path):
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 1})
+    metrics = train(cfg, tmp_path)
+    ckpt = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only=True
+    assert ckpt["epoch"] == 1
+    assert ckpt["config"]["model"]["name"] == "tiny"
+    model = build_model(ckpt["config"]["model"], ckpt["config"]["dropout"]["p"])
+    model.load_state_dict(ckpt["state_dict"])
+    assert count_params(model) == metrics["params"]
+    data = prepare_data(cfg.data, torch.device("cpu"))
+    model.eval()
+    with torch.no_grad():
+        acc = (model(data.test_x).argmax(1) == data.test_y).float().mean().item() * 100
+    assert acc == pytest.approx(metrics["test_acc"], abs=0.011)  # within one test image
+
+
+def test_validation_split_is_held_out_and_reported(quick_cfg, tmp_path):
+    cfg = quick_cfg(
+        "model=tiny", **{"data.train_subset": 1500, "data.val_size": 500, "trainer.epochs": 1}
+    )
+    data = prepare_data(cfg.data, torch.device("cpu"))
+    assert (data.n_train, data.val_x.shape[0]) == (1000, 500)
+    metrics = train(cfg, tmp_path)
+    assert metrics["val_acc"] == metrics["epochs"][-1]["val_acc"]
+    assert 0 <= metrics["val_acc"] <= 100
+
+
+def test_diverging_run_stops_and_is_recorded_as_failed(quick_cfg, tmp_path):
+    cfg = quick_cfg(
+        "model=tiny", "dropout=none", **{"data.train_subset": 1000, "optimizer.lr": 1e30}
+    )
+    with pytest.raises(TrainingDiverged, match="diverged in epoch 1"):
+        train(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert "diverged" in metrics["error"]
+
+
+def test_batch_augmentation_keeps_shape_background_and_varies_per_image():
+    background = -0.1307 / 0.3081
+    x = torch.full((64, 1, 28, 28), background)
+    x[:, :, 10:18, 10:18] = 2.0
+    out = random_affine(x, 15, 0.1, 0.1, background, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert out[:, :, 0, 0].allclose(torch.tensor(background))  # corners stay black, not grey
+    assert not torch.equal(out[0], out[1])  # each image gets its own transform
+    same = random_affine(x, 0, 0, 0, background)
+    assert torch.allclose(same, x, atol=1e-5)
