@@ -12,6 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_sweep.errors import UserError
+from mnist_sweep.pruning import trial_reporter
 from mnist_sweep.train import train
 
 # Absolute, so that the `mnist-sweep` console script (where this module is not
@@ -25,16 +26,30 @@ def objective_values(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> dict[str, Any]:
+def task(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     try:
-        metrics = train(cfg, hydra_cfg.runtime.output_dir)
-    except (UserError, KeyboardInterrupt) as e:
+        metrics = train(
+            cfg, hydra_cfg.runtime.output_dir, on_epoch_end=trial_reporter(hydra_cfg.sweeper)
+        )
+    except UserError as e:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the trial as failed, with this reason
-        print(f"error: {e}" if str(e) else "interrupted", file=sys.stderr)
-        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     return objective_values(metrics)
+
+
+def main() -> None:
+    try:
+        task()
+    except KeyboardInterrupt:
+        # Finished epochs and trials are already on disk; say so instead of a traceback.
+        print(
+            "interrupted: finished results are kept; re-run the same command to continue",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,7 +107,7 @@ def train_epoch(
         scheduler.step()
         loss_sum += loss.detach() * y.shape[0]
         correct += (logits.argmax(1) == y).sum()
-    return (loss_sum / n).item(), (correct * 100.0 / n).item()
+    return (loss_sum / n).item(), correct.item() * 100.0 / n  # exact, from the integer count
 
 
 @torch.inference_mode()
@@ -126,7 +128,7 @@ def evaluate(
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
-    return (loss_sum / x.shape[0]).item(), (correct * 100.0 / x.shape[0]).item()
+    return (loss_sum / x.shape[0]).item(), correct.item() * 100.0 / x.shape[0]
 
 
 def _new_metrics(cfg: DictConfig, params: int, device: torch.device) -> dict[str, Any]:
@@ -144,6 +146,9 @@ def _new_metrics(cfg: DictConfig, params: int, device: torch.device) -> dict[str
         "seed": cfg.trainer.seed,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        # Who runs it: a "running" run whose process is gone was killed.
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
         "wall_seconds": 0.0,
         "train_seconds": 0.0,
         "error": None,
@@ -172,35 +177,33 @@ def train(
     torch.manual_seed(cfg.trainer.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
 
-    model = build_model(cfg.model, cfg.dropout.p)  # validates the architecture first
-    data = prepare_data(cfg.data, device)
+    model = build_model(cfg.model, cfg.dropout.p)  # an impossible architecture stops here
     params = count_params(model)
-    run_folder.write_model_summary(run_dir, model)
-    model.to(device)
-    optimizer = build_optimizer(cfg.optimizer, model)
     epochs = cfg.trainer.epochs
     if epochs < 1:
         raise UserError(f"trainer.epochs must be at least 1, got {epochs}")
-    scheduler = build_scheduler(
-        cfg.scheduler, optimizer, steps_per_epoch(data.n_train, cfg.data.batch_size), epochs
-    )
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     metrics = _new_metrics(cfg, params, device)
-    log.info(
-        "model %s: %s params | %s train / %s test images | %s",
-        cfg.model.name,
-        f"{params:,}",
-        f"{data.n_train:,}",
-        f"{data.test_x.shape[0]:,}",
-        metrics["device"],
-    )
 
     def save(status: str, error: str | None = None) -> None:
         metrics["status"], metrics["error"] = status, error
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
         run_folder.write_json(run_dir / run_folder.METRICS, metrics)
 
+    save("running")  # from here on, metrics.json tells what became of the run
     try:
+        data = prepare_data(cfg.data, device)
+        run_folder.write_model_summary(run_dir, model)
+        model.to(device)
+        optimizer = build_optimizer(cfg.optimizer, model)
+        scheduler = build_scheduler(
+            cfg.scheduler, optimizer, steps_per_epoch(data.n_train, cfg.data.batch_size), epochs
+        )
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        log.info(
+            "model %s: %s params | %s train / %s test images | %s",
+            cfg.model.name, f"{params:,}", f"{data.n_train:,}", f"{data.test_x.shape[0]:,}",
+            metrics["device"],
+        )  # fmt: skip
         for epoch in range(1, epochs + 1):
             _sync(device)
             t0 = time.perf_counter()

@@ -1,0 +1,409 @@
+"""Compare run folders: one row per run, with comparison.csv, pareto.png and curves.png.
+
+`python -m mnist_sweep.compare PATH [PATH ...]` (or `mnist-sweep-compare`).
+
+Reads every run folder under the given paths (`.hydra/overrides.yaml`,
+`.hydra/config.yaml`, `metrics.json`), prints one row per run, and writes
+`comparison.csv`, `pareto.png` and `curves.png` next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from mnist_sweep import plots
+
+# Spelled out here rather than imported from run_folder, which pulls in torch
+# (seconds of start-up for a command that only reads text files).
+METRICS = "metrics.json"
+OVERRIDES = Path(".hydra") / "overrides.yaml"
+CONFIG = Path(".hydra") / "config.yaml"
+HYDRA = Path(".hydra") / "hydra.yaml"
+CSV, PARETO, CURVES = "comparison.csv", "pareto.png", "curves.png"  # what compare writes
+
+MET, BELOW = "target met", "below target"
+PRUNED, FAILED, INCOMPLETE = "pruned", "failed", "incomplete"
+STATUSES = (MET, BELOW, PRUNED, FAILED, INCOMPLETE)
+STATUS_ARGS = ", ".join(s.replace(" ", "-") for s in STATUSES)
+NUMERIC = ("params", "test acc", "best-epoch acc", "epochs", "wall")  # right-aligned columns
+MAX_CURVES = 8  # beyond this the curves plot is an unreadable tangle
+
+
+@dataclass
+class RunRow:
+    path: Path
+    overrides: list[str]
+    config: dict[str, Any]
+    choices: dict[str, Any]  # Hydra's group choices, e.g. {"model": "small"}
+    state: str = INCOMPLETE  # metrics.json's status, or incomplete without one
+    params: int | None = None
+    test_acc: float | None = None
+    best_test_acc: float | None = None
+    best_epoch: int | None = None
+    epochs_planned: int | None = None
+    wall_seconds: float | None = None
+    target_acc: float | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    label: str = ""
+    status: str = INCOMPLETE  # set by sort_and_filter, against the target in force
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / METRICS).is_file() or (path / OVERRIDES).is_file()
+
+
+def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Run folders under each path (a folder, a run, or a glob), and a warning per dud path."""
+    found: dict[Path, None] = {}  # a dict keeps first-seen order and drops duplicates
+    warnings = []
+    for raw in paths:
+        matches = (
+            [Path(raw)]
+            if Path(raw).exists()
+            else [Path(p) for p in sorted(glob.glob(str(raw), recursive=True))]
+        )
+        if not matches:
+            warnings.append(f"warning: {raw}: no such file or directory")
+        for top in (m for m in matches if m.is_dir()):
+            for root, dirs, _ in os.walk(top):
+                here = Path(root)
+                if is_run_dir(here):
+                    found[here.resolve()] = None
+                    dirs.clear()  # a run's own subfolders hold no runs
+                else:
+                    dirs.sort()
+    return list(found), warnings
+
+
+class Unreadable(Exception):
+    """A run folder file that is missing, unreadable, or not what Hydra / train.py write."""
+
+
+def _read(run: Path, name: Path | str, kind: type, parse: Callable[[str], Any]) -> Any:
+    try:
+        data = parse((run / name).read_text())
+    except FileNotFoundError:
+        raise Unreadable(f"{name} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        raise Unreadable(f"{name} is unreadable or corrupt ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, kind):
+        raise Unreadable(f"{name} holds {type(data).__name__}, expected {kind.__name__}")
+    return data
+
+
+def load_run(path: Path) -> RunRow | str:
+    """One run folder as a row, or a one-line warning saying why it cannot be read."""
+    try:
+        # Hydra writes .hydra/ before the job starts, so it is there even for a
+        # run killed at once; metrics.json only comes after the first epoch.
+        overrides = _read(path, OVERRIDES, list, yaml.safe_load)
+        config = _read(path, CONFIG, dict, yaml.safe_load)
+        try:  # only for naming the default option of a config group: optional
+            choices = dict(_read(path, HYDRA, dict, yaml.safe_load)["hydra"]["runtime"]["choices"])
+        except (Unreadable, KeyError, TypeError, ValueError):
+            choices = {}
+        row = RunRow(path, [str(o) for o in overrides], config, choices)
+        row.target_acc = config.get("target_acc")
+        row.epochs_planned = (config.get("trainer") or {}).get("epochs")
+        if not (path / METRICS).exists():
+            return row
+        m = _read(path, METRICS, dict, json.loads)
+        if m["status"] not in ("running", "completed", FAILED, PRUNED):
+            raise Unreadable(f"{METRICS} has an unknown status {m['status']!r}")
+        for key in ("params", "test_acc", "best_test_acc", "wall_seconds", "target_acc"):
+            if m[key] is not None and not isinstance(m[key], int | float):
+                raise Unreadable(f"{METRICS}: {key} is not a number: {m[key]!r}")
+        row.state = INCOMPLETE if m["status"] == "running" else m["status"]
+        row.params, row.test_acc = m["params"], m["test_acc"]
+        row.best_test_acc, row.best_epoch = m["best_test_acc"], m["best_epoch"]
+        row.epochs_planned, row.wall_seconds = m["epochs_planned"], m["wall_seconds"]
+        row.target_acc = m["target_acc"]
+        row.curve = [(int(e["epoch"]), float(e["test_acc"])) for e in m["epochs"]]
+        return row
+    except Unreadable as e:
+        return f"warning: skipping {path}: {e}"
+    except KeyError as e:
+        return f"warning: skipping {path}: {METRICS} has no {e} entry"
+    except (TypeError, ValueError) as e:
+        return f"warning: skipping {path}: {METRICS} is malformed ({e})"
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def differing_overrides(rows: Sequence[RunRow]) -> list[str]:
+    """Overridden keys whose value is not the same in every row, in first-seen order."""
+    keys = dict.fromkeys(_split(o)[0] for r in rows for o in r.overrides)
+    # Compared by the value each run ran with, so `model=small` next to a run
+    # that took the default small model is no difference.
+    return [k for k in keys if len({override_value(r, k) for r in rows}) > 1]
+
+
+def override_value(row: RunRow, key: str) -> str:
+    """The run's override for key, else the value it ran with (a run may use the default)."""
+    value = dict(map(_split, row.overrides)).get(key)
+    if value is not None:
+        return value
+    if key in row.choices:
+        return str(row.choices[key])
+    node: Any = row.config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return "" if node is None or isinstance(node, dict | list) else str(node)
+
+
+def classify(row: RunRow, target: float | None) -> str:
+    if row.state in (PRUNED, FAILED, INCOMPLETE) or row.test_acc is None:
+        return row.state if row.state in (PRUNED, FAILED) else INCOMPLETE
+    goal = target if target is not None else row.target_acc
+    return MET if goal is not None and row.test_acc >= goal else BELOW
+
+
+def sort_and_filter(
+    rows: Sequence[RunRow],
+    sort: str = "params",
+    target: float | None = None,
+    statuses: Sequence[str] | None = None,
+    top: int | None = None,
+) -> list[RunRow]:
+    """Set each row's status, then keep, order and cut the rows the options ask for."""
+    for row in rows:
+        row.status = classify(row, target)
+    kept = [
+        r
+        for r in rows
+        if (target is None or (r.test_acc is not None and r.test_acc >= target))
+        and (not statuses or r.status in statuses)
+    ]
+    inf = float("inf")
+    keys = {  # unknown values sort last; ties go to the more accurate run
+        "params": lambda r: (r.params is None, r.params or 0, -(r.test_acc or -inf)),
+        "acc": lambda r: (r.test_acc is None, -(r.test_acc or 0), r.params or inf),
+        "time": lambda r: (r.wall_seconds is None, r.wall_seconds or 0, r.params or inf),
+    }
+    kept.sort(key=keys[sort])
+    return kept[:top] if top is not None else kept
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def table_rows(rows: Sequence[RunRow], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells shared by the rich and Markdown tables."""
+    header = ["run", *keys, "params", "test acc", "best-epoch acc", "epochs", "wall", "status"]
+    cells = [
+        [
+            r.label,
+            *(override_value(r, k) for k in keys),
+            "" if r.params is None else f"{r.params:,}",
+            "" if r.test_acc is None else f"{r.test_acc:.2f}",
+            "" if r.best_test_acc is None else f"{r.best_test_acc:.2f} (ep {r.best_epoch})",
+            f"{len(r.curve)}/{r.epochs_planned or '?'}",
+            _duration(r.wall_seconds),
+            r.status,
+        ]
+        for r in rows
+    ]
+    return header, cells
+
+
+def render_table(rows: Sequence[RunRow], keys: Sequence[str], console: Console) -> None:
+    header, cells = table_rows(rows, keys)
+    table = Table(title=f"{len(rows)} runs", title_justify="left")
+    for name in header:
+        table.add_column(name, justify="right" if name in NUMERIC else "left", no_wrap=True)
+    styles = {MET: "green", BELOW: "yellow", PRUNED: "dim", FAILED: "red", INCOMPLETE: "magenta"}
+    for row, line in zip(rows, cells, strict=True):
+        table.add_row(*line, style=styles[row.status])
+    console.print(table)
+
+
+def render_markdown(rows: Sequence[RunRow], keys: Sequence[str]) -> str:
+    header, cells = table_rows(rows, keys)
+    # `|` inside a cell (e.g. an override value) would split the Markdown row.
+    lines = [header, ["---:" if h in NUMERIC else "---" for h in header], *cells]
+    return "\n".join(
+        "| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in lines
+    )
+
+
+def _round(value: float | None) -> float | None:
+    # metrics.json holds float32 accuracies: 99.4 is stored as 99.40000152587891.
+    return None if value is None else round(value, 4)
+
+
+def write_csv(rows: Sequence[RunRow], keys: Sequence[str], path: Path) -> None:
+    fields = ["run", *keys, "params", "test_acc", "best_epoch_test_acc", "best_epoch"]
+    fields += ["epochs_run", "epochs_planned", "wall_seconds", "target_acc", "status"]
+    fields += ["overrides", "run_dir"]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        for r in rows:
+            writer.writerow(
+                [r.label, *(override_value(r, k) for k in keys), r.params, _round(r.test_acc)]
+                + [_round(r.best_test_acc), r.best_epoch, len(r.curve), r.epochs_planned]
+                + [r.wall_seconds, r.target_acc, r.status, " ".join(r.overrides), str(r.path)]
+            )
+
+
+def pareto_front(rows: Sequence[RunRow]) -> list[RunRow]:
+    """Completed runs that no other run beats on both fewer params and higher accuracy."""
+    done = [r for r in rows if r.status in (MET, BELOW) and r.params is not None]
+    return [done[i] for i in plots.pareto_front([(r.params, r.test_acc) for r in done])]
+
+
+def _name(row: RunRow, keys: Sequence[str]) -> str:
+    return " ".join([row.label, *(f"{k}={override_value(row, k)}" for k in keys)])
+
+
+def plot_pareto(
+    rows: Sequence[RunRow], keys: Sequence[str], target: float | None, path: Path
+) -> None:
+    plotted = [r for r in rows if r.params is not None and r.test_acc is not None]
+    groups = {
+        "target met": [(r.params, r.test_acc) for r in plotted if r.status == MET],
+        "below target": [(r.params, r.test_acc) for r in plotted if r.status == BELOW],
+        "not completed": [(r.params, r.test_acc) for r in plotted if r.status not in (MET, BELOW)],
+    }
+    front = pareto_front(rows)
+    # Labels with several overrides run into each other: then the run's name
+    # only, which the table and comparison.csv resolve.
+    labels = [
+        (_name(r, keys) if len(keys) <= 1 else r.label, (r.params, r.test_acc)) for r in front
+    ]
+    plots.size_vs_accuracy(
+        path, groups, [(r.params, r.test_acc) for r in front], labels, target,
+        "accuracy vs size: fewer params and higher accuracy is better",
+    )  # fmt: skip
+
+
+def plot_curves(
+    rows: Sequence[RunRow], keys: Sequence[str], target: float | None, path: Path
+) -> None:
+    fig, ax = plots.new_axes()
+    for r in [r for r in rows if r.curve][:MAX_CURVES]:
+        ax.plot(*zip(*r.curve, strict=True), marker="o", markersize=3, label=_name(r, keys))
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy per epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    plots.finish(fig, ax, target, path)
+
+
+def _status(text: str) -> str:
+    # Accepted as target-met as well as "target met": no quoting needed in a shell.
+    if text.replace("-", " ") not in STATUSES:
+        raise argparse.ArgumentTypeError(f"invalid status {text!r} (choose from {STATUS_ARGS})")
+    return text.replace("-", " ")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mnist_sweep.compare", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="multirun folder, run folder or glob")
+    p.add_argument(
+        "--sort",
+        choices=("params", "acc", "time"),
+        default="params",
+        help="params and time ascending, acc descending (default: params)",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        metavar="ACC",
+        help="keep runs with final test acc >= ACC; also the target for status "
+        "(default: each run's own target_acc)",
+    )
+    p.add_argument(
+        "--status",
+        nargs="+",
+        action="extend",
+        type=_status,
+        metavar="STATUS",
+        help=f"keep only these statuses: {STATUS_ARGS}",
+    )
+    p.add_argument("--top", type=int, metavar="N", help="keep the first N runs after sorting")
+    p.add_argument(
+        "--format", choices=("table", "md"), default="table", help="rich table or Markdown"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help=f"where {CSV}, {PARETO}, {CURVES} go (default: the first PATH if a folder, else"
+        " .); DIR/compare/ if DIR holds plots of its own",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.top is not None and args.top < 1:
+        parser.error("--top must be at least 1")
+    out = args.out or (Path(args.paths[0]) if Path(args.paths[0]).is_dir() else Path.cwd())
+    if not (out / CSV).exists() and any((out / f).exists() for f in (PARETO, CURVES)):
+        out = out / "compare"  # not ours: a run's own curves.png, the sweep report's pareto.png
+    paths, warnings = find_runs(args.paths)
+    rows = []
+    for path in paths:
+        loaded = load_run(path)
+        if isinstance(loaded, str):
+            warnings.append(loaded)
+        else:
+            rows.append(loaded)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    if not rows:
+        what = "readable run folders" if paths else "run folders found"
+        print(f"error: no {what} under {' '.join(args.paths)}", file=sys.stderr)
+        return 1
+    # Short names: each run relative to the deepest folder holding all of them.
+    base = Path(os.path.commonpath([r.path.parent for r in rows]))
+    for r in rows:
+        r.label = r.path.relative_to(base).as_posix()
+    shown = sort_and_filter(rows, args.sort, args.target, args.status, args.top)
+    if not shown:
+        print(f"error: all {len(rows)} runs were filtered out (--target/--status)", file=sys.stderr)
+        return 1
+    keys = differing_overrides(shown)
+    if args.format == "md":
+        print(render_markdown(shown, keys))
+    else:
+        # Piped output gets room for every column instead of rich's 80-column default.
+        render_table(shown, keys, Console(width=None if sys.stdout.isatty() else 250))
+    # One line on the plots: the --target, else the target most runs were given.
+    targets = Counter(r.target_acc for r in shown if r.target_acc is not None).most_common(1)
+    target = args.target if args.target is not None else (targets[0][0] if targets else None)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(shown, keys, out / CSV)
+    plot_pareto(shown, keys, target, out / PARETO)
+    plot_curves(shown, keys, target, out / CURVES)
+    print(f"wrote {CSV}, {PARETO}, {CURVES} to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

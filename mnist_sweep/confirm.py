@@ -1,0 +1,131 @@
+"""Retrain a sweep's winner on fresh seeds: `python -m mnist_sweep.confirm SWEEP_DIR --seeds 3`.
+
+A sweep picks its winner from one seed per configuration, so a 99.4% can be a
+lucky draw. This reruns the winner's exact overrides with seeds it was not
+selected on (as an ordinary multirun, one run folder per seed under
+SWEEP_DIR/confirm/) and reports each seed's final-epoch test accuracy, their
+mean and minimum, and on how many seeds the target held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from mnist_sweep import run_folder
+from mnist_sweep.errors import UserError
+from mnist_sweep.report import WINNER
+
+CONFIRM = "confirm.json"
+# Overrides that belong to the search, not to the winning configuration.
+SEARCH_ONLY = ("hparams_search=", "trainer.seed=", "hydra.")
+
+
+def _winner(sweep_dir: Path) -> dict[str, Any]:
+    try:
+        winner = json.loads((sweep_dir / WINNER).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"cannot read {sweep_dir / WINNER} ({e}); pass a finished sweep folder"
+        ) from e
+    if winner.get("params") is None:
+        raise UserError(f"{sweep_dir} has no winner to confirm: {winner.get('message')}")
+    return winner
+
+
+def confirm(sweep_dir: str | Path, n_seeds: int = 3) -> dict[str, Any]:
+    """Retrain the winner with `n_seeds` fresh seeds; writes and returns confirm.json's content."""
+    sweep_dir = Path(sweep_dir)
+    winner = _winner(sweep_dir)
+    overrides = [o for o in winner["overrides"] if not o.startswith(SEARCH_ONLY)]
+    search_seed = int(
+        OmegaConf.load(Path(winner["run_dir"]) / ".hydra" / "config.yaml").trainer.seed
+    )
+    seeds = [search_seed + 1 + i for i in range(n_seeds)]
+    out = sweep_dir / "confirm"
+    command = [
+        sys.executable, "-m", "mnist_sweep", "-m", *overrides,
+        f"trainer.seed={','.join(map(str, seeds))}",
+        f"hydra.sweep.dir={out}", "hydra.sweep.subdir=seed_${trainer.seed}",
+    ]  # fmt: skip
+    subprocess.run(command, check=False)
+
+    runs = []
+    for seed in seeds:
+        run_dir = out / f"seed_{seed}"
+        try:
+            metrics = run_folder.read_metrics(run_dir)
+        except (OSError, ValueError):
+            metrics = {"status": "missing", "test_acc": None}
+        runs.append(
+            {
+                "seed": seed,
+                "test_acc": metrics.get("test_acc"),
+                "status": metrics.get("status"),
+                "run_dir": str(run_dir),
+            }
+        )
+    accs = [r["test_acc"] for r in runs if r["status"] == "completed"]
+    target = winner["target_acc"]
+    result = {
+        "params": winner["params"],
+        "target_acc": target,
+        "overrides": overrides,
+        "seeds": runs,
+        "mean_test_acc": statistics.fmean(accs) if accs else None,
+        "min_test_acc": min(accs) if accs else None,
+        "reached_target": sum(a >= target for a in accs),
+        "n_seeds": n_seeds,
+    }
+    run_folder.write_json(sweep_dir / CONFIRM, result)
+    _print(result)
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    table = Table(
+        title=f"winner ({result['params']:,} params) on fresh seeds: final-epoch test accuracy"
+    )
+    for column in ("seed", "test acc (%)", "status"):
+        table.add_column(column)
+    for run in result["seeds"]:
+        acc = "-" if run["test_acc"] is None else f"{run['test_acc']:.2f}"
+        table.add_row(str(run["seed"]), acc, run["status"])
+    console = Console()
+    console.print(table)
+    if result["mean_test_acc"] is not None:
+        console.print(
+            f"mean {result['mean_test_acc']:.2f}%, min {result['min_test_acc']:.2f}%; "
+            f"target {result['target_acc']}% held on "
+            f"{result['reached_target']} of {result['n_seeds']} seeds"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_sweep.confirm", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("sweep_dir", type=Path, help="a sweep folder holding winner.json")
+    parser.add_argument("--seeds", type=int, default=3, help="how many fresh seeds (default 3)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    try:
+        confirm(args.sweep_dir, args.seeds)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0  # the verdict is printed and in confirm.json
+
+
+if __name__ == "__main__":
+    sys.exit(main())

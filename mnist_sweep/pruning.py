@@ -1,0 +1,94 @@
+"""The link between a sweep trial and its training run: per-epoch reports and pruning.
+
+A study minimises parameter count; what a trial reports per epoch is its
+*error* (100 - accuracy, on the validation split when there is one, else the
+test set), so that every Optuna pruner, which compares intermediate values in
+the study's direction, prunes the trials that are learning worst.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import optuna
+from hydra.utils import instantiate
+from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial, TrialState
+
+from mnist_sweep.train import EpochCallback
+
+# Set per job (through hydra.job.env_set) by the sweeper: the trial's storage id.
+TRIAL_ENV = "MNIST_SWEEP_TRIAL_ID"
+# Studies of this process, for in-memory storage (storage: null) where a job
+# running in the sweeper's own process cannot load the study by URL.
+LOCAL_STUDIES: dict[str, optuna.Study] = {}
+
+
+def selection_accuracy(metrics: dict[str, Any]) -> float:
+    """The accuracy a sweep selects on: validation when held out, else test (the default)."""
+    return metrics["val_acc"] if metrics.get("val_acc") is not None else metrics["test_acc"]
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
+
+
+class TargetPruner(BasePruner):
+    """Prune a trial that is behind every trial that went on to reach the target.
+
+    At epoch e, a trial is pruned when its error is above the worst error that
+    any feasible (target-reaching) trial had at epoch e, plus `margin` points.
+    Unlike a median rule, it does not punish a small net for being less
+    accurate than big ones early on: only for being behind all the winners.
+    Until `n_feasible_trials` trials have reached the target it prunes nothing.
+    """
+
+    def __init__(
+        self, n_warmup_steps: int = 1, margin: float = 0.0, n_feasible_trials: int = 1
+    ) -> None:
+        self.n_warmup_steps = n_warmup_steps
+        self.margin = margin
+        self.n_feasible_trials = n_feasible_trials
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        winners = [
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if is_feasible(t) and step in t.intermediate_values
+        ]
+        if len(winners) < self.n_feasible_trials:
+            return False
+        return trial.intermediate_values[step] > max(winners) + self.margin
+
+
+def build_pruner(pruner_cfg: Any) -> BasePruner:
+    if pruner_cfg is None:
+        return optuna.pruners.NopPruner()
+    return instantiate(
+        pruner_cfg, _execution_whitelist_=["optuna.pruners.*", "mnist_sweep.pruning.*"]
+    )
+
+
+def trial_reporter(sweeper_cfg: Any) -> EpochCallback | None:
+    """Per-epoch callback for the sweep trial this job runs, or None outside one."""
+    trial_id = os.environ.get(TRIAL_ENV)
+    if not trial_id:
+        return None
+    name = sweeper_cfg.study_name
+    study = LOCAL_STUDIES.get(name) or optuna.load_study(
+        study_name=name, storage=sweeper_cfg.storage, pruner=build_pruner(sweeper_cfg.get("pruner"))
+    )
+    trial = optuna.Trial(study, int(trial_id))
+
+    def report(metrics: dict[str, Any]) -> None:
+        epoch = metrics["epochs"][-1]["epoch"]
+        accuracy = selection_accuracy(metrics)
+        trial.report(100.0 - accuracy, step=epoch)
+        if epoch < metrics["epochs_planned"] and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} with {accuracy:.2f}% accuracy")
+
+    return report

@@ -1,0 +1,326 @@
+"""Optuna sweeper for "the smallest net that still reaches the target accuracy".
+
+A subclass of hydra-optuna-sweeper's own implementation that keeps its YAML
+surface (sampler, storage, study_name, n_trials, n_jobs, max_failure_rate,
+params, custom_search_space) and adds what the stock one lacks:
+
+- the objective: minimise the parameter count, with final-epoch accuracy >=
+  target_acc as an Optuna constraint (`Trial.set_constraint`), so the study's
+  best trial is always a feasible one;
+- pruning: each job gets its trial through `hydra.job.env_set`, reports its
+  per-epoch error and stops when the configured pruner says so;
+- resume: the study lives in storage (SQLite under outputs/ by default) under a
+  name derived from the command, so re-running the command continues it:
+  finished trials are kept, trials whose process died are marked failed, and
+  only the trials still owed are run;
+- failures: a failing trial is recorded FAIL with its reason and the sweep goes
+  on, until more than max_failure_rate * n_trials trials have failed;
+- the report (winner.json, Pareto front) in the sweep folder.
+
+Registered with Hydra through the `hydra.plugins` entry point in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_params_from_overrides,
+)
+from omegaconf import DictConfig, open_dict, read_write
+from optuna.trial import Trial, TrialState
+
+from mnist_sweep import report, run_folder
+from mnist_sweep.pruning import LOCAL_STUDIES, TRIAL_ENV, build_pruner, selection_accuracy
+
+log = logging.getLogger(__name__)
+
+SAMPLER_TARGETS = ["hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -> str:
+    """Same command, same name: a hash of the command-line overrides and the search space.
+
+    Sweeper settings (n_trials, storage, seed) are not part of it, so a re-run
+    asking for more trials continues the same study.
+    """
+    search_space = {str(k): str(v) for k, v in (params or {}).items()}
+    text = json.dumps({"overrides": sorted(task_overrides), "params": search_space}, sort_keys=True)
+    return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SmallestNetSweeper(OptunaSweeperImpl):
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        custom_search_space: str | None,
+        params: DictConfig | None,
+        pruner: Any = None,
+        confirm_seeds: int = 0,
+        heartbeat_interval: int = 30,
+        grace_period: int = 120,
+    ) -> None:
+        if str(direction) != "minimize":
+            raise ValueError(
+                "this sweeper minimises the parameter count under an accuracy constraint; "
+                f"hydra.sweeper.direction must be 'minimize', got {direction!r}"
+            )
+        super().__init__(
+            instantiate(sampler, _execution_whitelist_=SAMPLER_TARGETS),
+            direction,
+            storage,
+            study_name,
+            n_trials,
+            n_jobs,
+            max_failure_rate,
+            custom_search_space,
+            params,
+        )
+        self.pruner_cfg = pruner
+        self.confirm_seeds = confirm_seeds
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self._rdb: optuna.storages.RDBStorage | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        if not self.study_name:
+            prefix = config.hydra.runtime.choices.get("hparams_search") or "sweep"
+            self.study_name = derive_study_name(
+                prefix, list(config.hydra.overrides.task), self.params
+            )
+            # Jobs are composed afresh from hydra.overrides.hydra, so the name
+            # goes there too; the sweep dir interpolates it.
+            sweeper_cfg, hydra_overrides = config.hydra.sweeper, config.hydra.overrides.hydra
+            with read_write(sweeper_cfg), open_dict(sweeper_cfg), read_write(hydra_overrides):
+                sweeper_cfg.study_name = self.study_name
+                hydra_overrides.append(f"hydra.sweeper.study_name={self.study_name}")
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    # -- storage and study -------------------------------------------------
+
+    def _open_study(self) -> optuna.Study:
+        # Heartbeats are "experimental" in Optuna; this sweeper relies on them knowingly.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        storage: Any = self.storage
+        if storage:
+            if str(storage).startswith("sqlite:///"):
+                Path(str(storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            # Heartbeats let any worker tell a trial whose process died from a slow one.
+            self._rdb = storage = optuna.storages.RDBStorage(
+                str(storage),
+                heartbeat_interval=self.heartbeat_interval,
+                grace_period=self.grace_period,
+                engine_kwargs={"connect_args": {"timeout": 60}}
+                if str(storage).startswith("sqlite")
+                else {},
+            )
+        elif type(self.launcher).__name__ != "BasicLauncher":
+            raise ValueError(
+                "jobs in other processes cannot reach an in-memory study; set hydra.sweeper.storage"
+            )
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            direction="minimize",
+            pruner=build_pruner(self.pruner_cfg),
+            load_if_exists=True,
+        )
+        LOCAL_STUDIES[study.study_name] = study
+        return study
+
+    def _owed(self, study: optuna.Study) -> int:
+        # Trials other workers are running count as under way (shared studies).
+        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        return self.n_trials - len(taken)
+
+    def _fail(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial | Trial, reason: str
+    ) -> None:
+        try:
+            Trial(study, trial._trial_id).set_user_attr("fail_reason", reason)
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            return  # it finished meanwhile
+        run_dir = trial.user_attrs.get("run_dir")
+        try:
+            metrics = run_folder.read_metrics(run_dir)
+        except (OSError, TypeError, ValueError):
+            return
+        if metrics.get("status") == "running":
+            metrics.update(status="failed", error=reason)
+            run_folder.write_json(Path(run_dir) / run_folder.METRICS, metrics)
+
+    def _fail_orphans(self, study: optuna.Study) -> None:
+        """Mark as failed the RUNNING trials whose sweep process is gone."""
+        if self._rdb is not None:
+            optuna.storages.fail_stale_trials(study)  # no heartbeat for grace_period seconds
+        host = socket.gethostname()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+            if owner_host == host and pid.isdigit() and not _process_alive(int(pid)):
+                log.warning(
+                    "trial %d was interrupted (its sweep process died): marked failed", trial.number
+                )
+                self._fail(study, trial, "interrupted: the sweep process died")
+
+    @contextmanager
+    def _heartbeat(self, trials: list[Trial]) -> Iterator[None]:
+        if self._rdb is None:
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                for trial in trials:
+                    self._rdb.record_heartbeat(trial._trial_id)
+                if stop.wait(self.heartbeat_interval):
+                    return
+
+        thread = threading.Thread(target=beat, daemon=True, name="optuna-heartbeat")
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    # -- one batch of trials -----------------------------------------------
+
+    def _trial_overrides(self, trial: Trial, sweep_dir: Path) -> tuple[str, ...]:
+        subdir = f"trial_{trial.number:03d}"
+        trial.set_user_attr("run_dir", str(sweep_dir / subdir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        return (
+            f"hydra.sweep.subdir={subdir}",
+            f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}",
+        )
+
+    def _tell(self, study: optuna.Study, trial: Trial, ret: Any) -> bool:
+        """Record one job's outcome in the study; False when the trial failed."""
+        target = float(ret.cfg.target_acc) if ret.cfg is not None else float(self.config.target_acc)
+        trial.set_user_attr("target_acc", target)
+        try:
+            result = ret.return_value
+        except optuna.TrialPruned as e:
+            reported = study.trials[trial.number].intermediate_values
+            if reported:
+                accuracy = 100.0 - reported[max(reported)]
+                trial.set_user_attr("selection_acc", accuracy)
+                trial.set_constraint("accuracy", target - accuracy)
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("trial %d: %s", trial.number, e)
+            return True
+        except Exception as e:
+            self._fail(study, trial, f"{type(e).__name__}: {e}")
+            log.warning("trial %d failed: %s", trial.number, e)
+            return False
+        accuracy = selection_accuracy(result)
+        for key in ("params", "test_acc", "val_acc", "best_test_acc"):
+            trial.set_user_attr(key, result[key])
+        trial.set_user_attr("selection", "val" if result["val_acc"] is not None else "test")
+        trial.set_user_attr("selection_acc", accuracy)
+        trial.set_constraint("accuracy", target - accuracy)
+        study.tell(trial, float(result["params"]))
+        log.info(
+            "trial %d: %s params, %.2f%% %s accuracy (target %.2f%%: %s)",
+            trial.number, f"{result['params']:,}", accuracy, trial.user_attrs["selection"],
+            target, "met" if accuracy >= target else "missed",
+        )  # fmt: skip
+        return True
+
+    # -- the sweep -----------------------------------------------------------
+
+    def sweep(self, arguments: list[str]) -> None:
+        self._process_searchspace_config()
+        distributions, fixed_params, fixed_overrides = create_params_from_overrides(
+            self._parse_sweeper_params_config() + list(arguments)
+        )
+        for name in fixed_params:
+            distributions.pop(name, None)
+        study = self._open_study()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        self._fail_orphans(study)
+        kept = len(study.get_trials(deepcopy=False, states=FINISHED))
+        log.info(
+            "study %s (storage %s): %d finished trials kept, %d to run; sweep folder %s",
+            study.study_name, self.storage or "in memory", kept, max(self._owed(study), 0),
+            sweep_dir,
+        )  # fmt: skip
+        failures = launched = 0
+        in_flight: list[Trial] = []
+        try:
+            while (owed := self._owed(study)) > 0:
+                in_flight = [study.ask() for _ in range(min(owed, self.n_jobs))]
+                jobs = self._configure_trials(
+                    in_flight, distributions, fixed_params, fixed_overrides
+                )
+                jobs = [
+                    (*job, *self._trial_overrides(t, sweep_dir))
+                    for job, t in zip(jobs, in_flight, strict=True)
+                ]
+                with self._heartbeat(in_flight):
+                    returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
+                self.job_idx += len(returns)
+                failures += sum(
+                    not self._tell(study, t, r) for t, r in zip(in_flight, returns, strict=True)
+                )
+                launched += len(in_flight)
+                in_flight = []
+                if failures > self.max_failure_rate * self.n_trials:
+                    report.write(study, sweep_dir, float(self.config.target_acc))
+                    log.error(
+                        "stopping the sweep: %d of %d trials failed (max_failure_rate=%s); "
+                        "their reasons are in the study's fail_reason attributes and run folders",
+                        failures, launched, self.max_failure_rate,
+                    )  # fmt: skip
+                    raise SystemExit(1)
+        except KeyboardInterrupt:
+            for trial in in_flight:
+                self._fail(study, trial, "interrupted (Ctrl-C)")
+            report.write(study, sweep_dir, float(self.config.target_acc))
+            log.error(
+                "interrupted: the study keeps every finished trial; "
+                "re-run the same command to continue %s",
+                study.study_name,
+            )
+            raise
+        winner = report.write(study, sweep_dir, float(self.config.target_acc))
+        if self.confirm_seeds > 0 and winner["params"] is not None:
+            from mnist_sweep.confirm import confirm
+
+            confirm(sweep_dir, self.confirm_seeds)

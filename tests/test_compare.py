@@ -1,0 +1,340 @@
+"""`python -m mnist_sweep.compare`: run folders built by hand (healthy and broken), plus one
+real two-job multirun."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_sweep import compare
+from tests.conftest import run_cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(
+    root: Path,
+    name: str,
+    overrides: list[str],
+    *,
+    params: int | None = 1000,
+    accs: list[float] | None = None,
+    status: str | None = "completed",
+    wall: float = 10.0,
+    target: float = 99.4,
+    model: str = "small",
+) -> Path:
+    """A run folder as Hydra and train.py leave it; status=None leaves out metrics.json."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    config = {"model": {"name": model}, "trainer": {"epochs": 3, "seed": 0}, "target_acc": target}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    hydra = {"hydra": {"runtime": {"choices": {"model": model, "optimizer": "sgd"}}}}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    if status is None:
+        return run
+    accs = [] if accs is None else accs
+    epochs = [
+        {"epoch": i + 1, "train_loss": 0.1, "train_acc": a, "test_loss": 0.1, "test_acc": a}
+        for i, a in enumerate(accs)
+    ]
+    best = max(epochs, key=lambda e: e["test_acc"]) if epochs else None
+    metrics = {
+        "model": model,
+        "params": params,
+        "status": status,
+        "test_acc": accs[-1] if accs else None,
+        "best_test_acc": best and best["test_acc"],
+        "best_epoch": best and best["epoch"],
+        "val_acc": None,
+        "target_acc": target,
+        "reached_target": bool(accs) and accs[-1] >= target,
+        "epochs_planned": 3,
+        "seed": 0,
+        "device": "cpu",
+        "wall_seconds": wall,
+        "train_seconds": wall / 2,
+        "error": None,
+        "epochs": epochs,
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A multirun folder with one run in every state, plus two broken folders."""
+    root = tmp_path / "multiruns" / "2026-01-01" / "12-00-00"
+    common = ["data.train_subset=4000", "trainer.epochs=3"]
+    make_run(root, "0", ["model=tiny", "optimizer.lr=0.1", *common], params=1046,
+             accs=[97.0, 98.5, 98.9], wall=30.0, model="tiny")  # fmt: skip
+    make_run(root, "1", ["model=small", "optimizer.lr=0.1", *common], params=4882,
+             accs=[98.0, 99.5, 99.45], wall=20.0)  # fmt: skip
+    make_run(root, "2", ["model=medium", "optimizer.lr=0.05", *common], params=14678,
+             accs=[99.0, 99.6, 99.55], wall=50.0, model="medium")  # fmt: skip
+    make_run(root, "3", ["model=small", "optimizer.lr=0.5", *common], params=4882,
+             accs=[90.0], status="pruned", wall=5.0)  # fmt: skip
+    make_run(root, "4", ["model=small", "optimizer.lr=9.0", *common], params=4882,
+             accs=[], status="failed", wall=1.0)  # fmt: skip
+    make_run(root, "5", ["model=medium", "optimizer.lr=0.1", *common], params=14678,
+             accs=[99.1], status="running", wall=15.0, model="medium")  # fmt: skip
+    make_run(root, "6", ["model=small", "optimizer.lr=0.2", *common], status=None)
+    (make_run(root, "7", ["model=small", *common]) / "metrics.json").write_text('{"params": 1')
+    broken = make_run(root, "8", ["model=small", *common])
+    (broken / ".hydra" / "overrides.yaml").unlink()
+    (root / "multirun.yaml").write_text("hydra: {}\n")  # a sweep's own files are no run
+    (root / "winner.json").write_text("{}\n")
+    return root
+
+
+def compare_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = compare.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_state_gets_its_status_and_broken_folders_one_warning_each(sweep, capsys):
+    code, out, err = compare_cli(capsys, sweep)
+    assert code == 0
+    rows = {r["run"]: r for r in read_csv(sweep / "comparison.csv")}
+    assert {k: v["status"] for k, v in rows.items()} == {
+        "0": "below target",
+        "1": "target met",
+        "2": "target met",
+        "3": "pruned",
+        "4": "failed",
+        "5": "incomplete",
+        "6": "incomplete",
+    }
+    assert rows["1"]["params"] == "4882"
+    assert float(rows["1"]["test_acc"]) == 99.45  # final epoch, not the best one
+    assert float(rows["1"]["best_epoch_test_acc"]) == 99.5
+    assert rows["1"]["best_epoch"] == "2"
+    assert rows["0"]["epochs_run"] == "3" and rows["6"]["epochs_run"] == "0"
+    overrides = "model=small optimizer.lr=0.1 data.train_subset=4000 trainer.epochs=3"
+    assert rows["1"]["overrides"] == overrides
+    assert Path(rows["1"]["run_dir"]) == (sweep / "1").resolve()
+    warnings = err.strip().splitlines()[:-1]  # the last line says where the files went
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: ") and str(sweep / "7") in warnings[0]
+    assert "metrics.json" in warnings[0]
+    assert str(sweep / "8") in warnings[1] and "overrides.yaml is missing" in warnings[1]
+    for status in ("target met", "below target", "pruned", "failed", "incomplete"):
+        assert status in out
+    assert "best-epoch" in out
+
+
+def test_only_differing_overrides_become_columns(sweep, capsys):
+    compare_cli(capsys, sweep)
+    header = next(csv.reader((sweep / "comparison.csv").open()))
+    assert header[:3] == ["run", "model", "optimizer.lr"]
+    assert "data.train_subset" not in header and "trainer.epochs" not in header
+    rows = {r["run"]: r for r in read_csv(sweep / "comparison.csv")}
+    assert rows["2"]["model"] == "medium" and rows["2"]["optimizer.lr"] == "0.05"
+    assert rows["6"]["model"] == "small" and rows["6"]["optimizer.lr"] == "0.2"
+
+
+def test_a_run_on_the_default_shows_the_value_it_ran_with(tmp_path, capsys):
+    make_run(tmp_path, "a", ["model=tiny", "trainer.epochs=3"], accs=[99.0], model="tiny")
+    make_run(tmp_path, "b", ["trainer.epochs=3"], accs=[99.0], model="small")
+    make_run(tmp_path, "c", ["model=small", "trainer.epochs=3"], accs=[99.0], model="small")
+    assert compare.main([str(tmp_path)]) == 0
+    rows = read_csv(tmp_path / "comparison.csv")
+    assert [(r["run"], r["model"]) for r in rows] == [("a", "tiny"), ("b", "small"), ("c", "small")]
+    assert "trainer.epochs" not in rows[0]
+    assert compare.main([str(tmp_path / "b"), str(tmp_path / "c"), "--out", str(tmp_path)]) == 0
+    assert "model" not in read_csv(tmp_path / "comparison.csv")[0]  # both ran small
+
+
+@pytest.mark.parametrize(
+    ("sort", "order"),
+    [
+        ("params", ["0", "1", "3", "4", "2", "5"]),  # ties: the more accurate run first
+        ("acc", ["2", "1", "5", "0", "3", "4"]),
+        ("time", ["4", "3", "5", "1", "0", "2"]),
+    ],
+)
+def test_sort(sweep, capsys, sort, order):
+    assert compare.main([str(sweep), "--sort", sort]) == 0
+    runs = [r["run"] for r in read_csv(sweep / "comparison.csv")]
+    assert runs[:-1] == order  # the run with no metrics.json sorts last
+    assert runs[-1] == "6"
+
+
+def test_default_sort_is_params_ascending(sweep, capsys):
+    compare_cli(capsys, sweep)
+    params = [r["params"] for r in read_csv(sweep / "comparison.csv")]
+    assert params == ["1046", "4882", "4882", "4882", "14678", "14678", ""]
+
+
+def test_target_filters_and_sets_the_status(sweep, capsys):
+    code, out, _ = compare_cli(capsys, sweep, "--target", "99.5", "--sort", "acc")
+    assert code == 0
+    rows = read_csv(sweep / "comparison.csv")
+    assert [(r["run"], r["status"]) for r in rows] == [("2", "target met")]
+    compare_cli(capsys, sweep, "--target", "98.9")
+    rows = read_csv(sweep / "comparison.csv")
+    assert {r["run"]: r["status"] for r in rows} == {
+        "0": "target met",  # 98.9 meets a target of 98.9, below its own 99.4
+        "1": "target met",
+        "2": "target met",
+        "5": "incomplete",
+    }
+
+
+def test_status_filter_and_top(sweep, capsys):
+    compare_cli(capsys, sweep, "--status", "pruned", "failed")
+    assert [r["run"] for r in read_csv(sweep / "comparison.csv")] == ["3", "4"]
+    compare_cli(capsys, sweep, "--status", "target-met", "--status", "incomplete")
+    assert [r["run"] for r in read_csv(sweep / "comparison.csv")] == ["1", "2", "5", "6"]
+    compare_cli(capsys, sweep, "--sort", "acc", "--top", "2")
+    assert [r["run"] for r in read_csv(sweep / "comparison.csv")] == ["2", "1"]
+
+
+def test_writes_csv_and_two_pngs_into_out(sweep, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, _, err = compare_cli(capsys, sweep, "--out", out)
+    assert code == 0
+    assert (out / "comparison.csv").is_file() and not (sweep / "comparison.csv").exists()
+    for name in ("pareto.png", "curves.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    assert str(out) in err.splitlines()[-1]
+
+
+def test_pareto_front_is_fewest_params_for_highest_accuracy(sweep):
+    rows = [
+        r for r in map(compare.load_run, compare.find_runs([sweep])[0]) if not isinstance(r, str)
+    ]
+    compare.sort_and_filter(rows)
+    front = compare.pareto_front(rows)
+    # run 0 (1,046 params), run 1 (4,882, beats 0), run 2 (14,678, beats 1); the pruned and
+    # running runs never enter, however accurate they were when they stopped
+    assert [r.path.name for r in front] == ["0", "1", "2"]
+
+
+def test_markdown_output(sweep, capsys):
+    code, out, _ = compare_cli(capsys, sweep, "--format", "md", "--status", "target-met")
+    assert code == 0
+    lines = out.strip().splitlines()
+    header = "| run | model | optimizer.lr | params | test acc | best-epoch acc | epochs | wall |"
+    assert lines[0] == header + " status |"
+    assert lines[1] == "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    assert (
+        lines[2] == "| 1 | small | 0.1 | 4,882 | 99.45 | 99.50 (ep 2) | 3/3 | 20.0s | target met |"
+    )
+    assert len(lines) == 4
+    assert "┃" not in out  # no rich box drawing
+
+
+def test_globs_and_several_sweeps_together(tmp_path, capsys):
+    make_run(tmp_path / "multiruns" / "a", "0", ["model=tiny"], params=1046, accs=[98.0])
+    make_run(tmp_path / "multiruns" / "b", "0", ["model=small"], params=4882, accs=[99.5])
+    make_run(tmp_path / "runs", "12-00-00_small", ["model=small"], accs=[99.0])
+    code, _, _ = compare_cli(capsys, tmp_path / "multiruns" / "*", "--out", tmp_path)
+    assert code == 0
+    assert [r["run"] for r in read_csv(tmp_path / "comparison.csv")] == ["a/0", "b/0"]
+    compare_cli(capsys, tmp_path, tmp_path / "runs")  # the same run twice is one row
+    assert len(read_csv(tmp_path / "comparison.csv")) == 3
+
+
+def test_plots_that_compare_did_not_write_are_kept(tmp_path, sweep, capsys):
+    run = make_run(tmp_path, "12-00-00_small", ["model=small"], accs=[99.0])
+    (run / "curves.png").write_bytes(b"the run's own plot")
+    (sweep / "pareto.png").write_bytes(b"the sweep report's plot")
+    for folder in (run, sweep, sweep):  # twice: the second time finds compare/ again
+        assert compare.main([str(folder)]) == 0
+        assert (folder / "compare" / "comparison.csv").is_file()
+        assert (folder / "compare" / "curves.png").read_bytes()[:8] == PNG
+        assert not (folder / "comparison.csv").exists()
+    assert (run / "curves.png").read_bytes() == b"the run's own plot"
+    assert (sweep / "pareto.png").read_bytes() == b"the sweep report's plot"
+    assert [r["run"] for r in read_csv(run / "compare" / "comparison.csv")] == ["12-00-00_small"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["{tmp}/nothing-here"], "error: no run folders found under"),
+        (["{tmp}/sweep", "--target", "99.99"], "error: all 7 runs were filtered out"),
+        (["{tmp}/sweep", "--status", "failed", "--target", "99"], "were filtered out"),
+    ],
+)
+def test_empty_selection_says_so_and_exits_1(tmp_path, sweep, capsys, argv, message):
+    (tmp_path / "sweep").symlink_to(sweep)
+    (tmp_path / "nothing-here").mkdir()
+    code, out, err = compare_cli(capsys, *(a.format(tmp=tmp_path) for a in argv))
+    assert code == 1
+    assert out == ""
+    assert message in err.splitlines()[-1]
+
+
+def test_only_broken_folders_is_an_empty_selection(tmp_path, capsys):
+    (make_run(tmp_path, "0", ["model=small"]) / "metrics.json").write_text("not json")
+    code, _, err = compare_cli(capsys, tmp_path)
+    assert code == 1
+    assert err.splitlines() == [
+        f"warning: skipping {(tmp_path / '0').resolve()}: metrics.json is unreadable or corrupt"
+        " (Expecting value: line 1 column 1 (char 0))",
+        f"error: no readable run folders under {tmp_path}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: PATH"),
+        (["x", "--sort", "size"], "argument --sort: invalid choice: 'size'"),
+        (["x", "--status", "done"], "invalid status 'done'"),
+        (["x", "--top", "0"], "--top must be at least 1"),
+        (["x", "--target", "high"], "argument --target: invalid float value: 'high'"),
+    ],
+)
+def test_bad_arguments_get_argparse_message(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_real_multirun(tmp_path, data_root):
+    result = run_cli(
+        "-m",
+        "model=tiny,small",
+        "data.train_subset=500",
+        "trainer.epochs=1",
+        "trainer.device=cpu",
+        "scheduler=none",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (sweep,) = (tmp_path / "outputs" / "multiruns").glob("*/*")
+    shown = subprocess.run(  # as a user runs it, the way the README shows
+        [sys.executable, "-m", "mnist_sweep.compare", str(sweep), "--format", "md"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = read_csv(sweep / "comparison.csv")
+    assert [(r["model"], r["params"], r["epochs_run"]) for r in rows] == [
+        ("tiny", "1046", "1"),
+        ("small", "4882", "1"),
+    ]
+    assert list(rows[0])[:3] == ["run", "model", "params"]  # only model differs
+    assert shown.stdout.splitlines()[0].startswith("| run | model | params |")
+    assert "| 0 | tiny | 1,046 |" in shown.stdout
+    for name in ("pareto.png", "curves.png"):
+        assert (sweep / name).read_bytes()[:8] == PNG

@@ -1,0 +1,266 @@
+"""The smallest-architecture search: real sweeps on real MNIST, checked against the study itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState, create_trial
+
+from mnist_sweep import plots, report
+from mnist_sweep.pruning import TargetPruner, is_feasible
+from mnist_sweep.sweeper import derive_study_name
+from tests.conftest import DATA_ROOT, run_cli
+
+# Tiny nets on 500 images: each trial takes seconds on a CPU. The low target
+# makes some trials feasible and others not.
+SWEEP = [
+    "-m", "hparams_search=smallest", "model=tiny", "data.train_subset=500", "data.batch_size=64",
+    "optimizer.lr=0.1", "data.augment.strength=0", "trainer.epochs=2", "trainer.device=cpu",
+    "target_acc=20", "model.w1=range(2,7)", "model.w2=range(2,9)", "model.w3=range(2,9)",
+]  # fmt: skip
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study(cwd: Path) -> optuna.Study:
+    (name,) = optuna.get_all_study_names(f"sqlite:///{cwd}/outputs/optuna.db")
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/outputs/optuna.db")
+
+
+def _sweep_dir(cwd: Path) -> Path:
+    (sweep_dir,) = (cwd / "outputs" / "sweeps").iterdir()
+    return sweep_dir
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """One real 4-trial sweep that selects on a held-out validation split."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    result = run_cli(*SWEEP, "hydra.sweeper.n_trials=4", "data.val_size=200", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd
+
+
+def test_sweep_report_matches_the_study(finished_sweep):
+    study, sweep_dir = _study(finished_sweep), _sweep_dir(finished_sweep)
+    assert sweep_dir.name == study.study_name
+    trials = study.trials
+    assert sum(t.state in FINISHED for t in trials) == 4
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+    winner = json.loads((sweep_dir / "winner.json").read_text())
+    assert {"params", "test_acc", "overrides", "run_dir", "trial"} <= winner.keys()
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)]
+    if not feasible:
+        assert winner["params"] is None and "no trial reached" in winner["message"]
+        return
+    expected = min(feasible, key=lambda t: (t.value, -t.user_attrs["selection_acc"], t.number))
+    assert winner["trial"] == expected.number
+    assert winner["params"] == expected.value
+    assert study.best_trial.value == winner["params"]  # Optuna's own constrained best agrees
+    # Selection ran on the validation split; the test accuracy is reported beside it.
+    assert winner["selection"] == "val"
+    assert winner["val_acc"] == expected.user_attrs["val_acc"] >= 20
+    assert winner["test_acc"] == expected.user_attrs["test_acc"]
+    run_metrics = json.loads(
+        (Path(finished_sweep) / winner["run_dir"] / "metrics.json").read_text()
+    )
+    assert run_metrics["params"] == winner["params"]
+    assert run_metrics["test_acc"] == winner["test_acc"]
+    assert "hparams_search=smallest" in winner["overrides"]
+
+    rows = (sweep_dir / "pareto.csv").read_text().splitlines()
+    assert len(rows) - 1 == sum(t.state == TrialState.COMPLETE for t in trials)
+    assert (sweep_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert results.best_value == winner["params"]
+    assert dict(results.best_params) == expected.params
+
+
+def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
+    sweep_dir = _sweep_dir(finished_sweep)
+    winner = json.loads((sweep_dir / "winner.json").read_text())
+    if winner["params"] is None:
+        pytest.skip("this sweep found no feasible trial to confirm")
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_sweep.confirm", str(sweep_dir), "--seeds", "2"],
+        cwd=finished_sweep, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "MNIST_DATA": str(DATA_ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    confirm = json.loads((sweep_dir / "confirm.json").read_text())
+    assert [s["seed"] for s in confirm["seeds"]] == [1, 2]  # the search ran on seed 0
+    accs = [s["test_acc"] for s in confirm["seeds"]]
+    assert all(s["status"] == "completed" for s in confirm["seeds"])
+    assert confirm["min_test_acc"] == min(accs)
+    assert confirm["mean_test_acc"] == pytest.approx(sum(accs) / 2)
+    assert confirm["params"] == winner["params"]
+    for seed in confirm["seeds"]:
+        metrics = json.loads((Path(seed["run_dir"]) / "metrics.json").read_text())
+        assert metrics["params"] == winner["params"] and metrics["seed"] == seed["seed"]
+    assert "held on" in result.stdout
+
+
+def _study_with(trials: list[tuple[int, float]], target: float) -> optuna.Study:
+    study = optuna.create_study(direction="minimize")
+    for params, acc in trials:
+        study.add_trial(
+            create_trial(
+                value=params,
+                user_attrs={"selection_acc": acc, "test_acc": acc, "params": params},
+                constraints={"accuracy": target - acc},
+            )
+        )
+    return study
+
+
+def test_infeasible_trial_is_never_the_winner(tmp_path):
+    # The smallest trial misses the target by a hair; the winner must be the next feasible one.
+    study = _study_with([(900, 99.39), (1500, 99.41), (1200, 98.0), (3000, 99.6)], target=99.4)
+    winner = report.write(study, tmp_path, 99.4)
+    assert (winner["params"], winner["test_acc"]) == (1500, 99.41)
+    front = [line.split(",")[:2] for line in (tmp_path / "pareto.csv").read_text().splitlines()[1:]]
+    assert [params for _, params in front] == ["900", "1200", "1500", "3000"]
+
+    none_met = _study_with([(900, 99.0), (1500, 99.2)], target=99.4)
+    winner = report.write(none_met, tmp_path / "none", 99.4)
+    assert winner["params"] is None and winner["trial"] is None
+    assert "no trial reached 99.4%" in winner["message"] and "99.20%" in winner["message"]
+    assert OmegaConf.load(tmp_path / "none" / "optimization_results.yaml").best_value is None
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(100, 90.0), (200, 95.0), (150, 89.0), (300, 94.0), (400, 99.0), (400, 98.0)]
+    assert plots.pareto_front(points) == [0, 1, 4]
+
+
+def test_target_pruner_stops_trials_behind_every_winner():
+    study = optuna.create_study(direction="minimize", pruner=TargetPruner(n_warmup_steps=1))
+    study.add_trial(
+        create_trial(
+            value=1000, intermediate_values={1: 10.0, 2: 5.0}, constraints={"accuracy": -0.1}
+        )
+    )
+    study.add_trial(  # infeasible trials do not set the bar
+        create_trial(
+            value=500, intermediate_values={1: 50.0, 2: 40.0}, constraints={"accuracy": 30.0}
+        )
+    )
+
+    def pruned_after(errors: dict[int, float]) -> bool:
+        trial = study.ask()
+        for step, error in errors.items():
+            trial.report(error, step)
+        decision = trial.should_prune()
+        study.tell(trial, state=TrialState.FAIL)
+        return decision
+
+    assert pruned_after({1: 12.0}) is True  # behind the winner's 10% error at epoch 1
+    assert pruned_after({1: 9.0}) is False
+    assert pruned_after({1: 9.0, 2: 6.0}) is True
+    assert TargetPruner(n_feasible_trials=2).prune(study, study.trials[0]) is False
+
+
+def test_study_name_follows_the_command():
+    space = {"model.w1": "range(3,13)"}
+    name = derive_study_name("smallest", ["hparams_search=smallest", "trainer.epochs=20"], space)
+    assert name.startswith("smallest-")
+    assert name == derive_study_name(
+        "smallest", ["trainer.epochs=20", "hparams_search=smallest"], space
+    )
+    assert name != derive_study_name(
+        "smallest", ["hparams_search=smallest", "trainer.epochs=10"], space
+    )
+    assert name != derive_study_name(
+        "smallest", ["hparams_search=smallest", "trainer.epochs=20"], {}
+    )
+
+
+def test_pruned_trial_is_pruned_in_the_study_and_its_run_folder(tmp_path):
+    # A threshold of 0 points of error prunes every trial after its first epoch.
+    result = run_cli(
+        *SWEEP, "trainer.epochs=3", "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.upper=0.0", "hydra.sweeper.pruner.n_warmup_steps=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    for trial in trials:
+        metrics = json.loads((tmp_path / trial.user_attrs["run_dir"] / "metrics.json").read_text())
+        assert metrics["status"] == "pruned"
+        assert len(metrics["epochs"]) == 1 == len(trial.intermediate_values)
+    winner = json.loads((_sweep_dir(tmp_path) / "winner.json").read_text())
+    assert winner["params"] is None
+
+
+def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
+    args = [*SWEEP, "data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=3",
+            "hydra/sweeper/pruner=none"]  # fmt: skip
+    env = {**os.environ, "MNIST_DATA": str(DATA_ROOT), "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "mnist_sweep", *args]
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        # Wait until one trial has finished and the next is mid-training.
+        while time.monotonic() < deadline and first.poll() is None:
+            time.sleep(1)
+            if not (tmp_path / "outputs" / "optuna.db").exists():
+                continue
+            try:
+                trials = _study(tmp_path).trials
+            except (ValueError, KeyError, optuna.exceptions.StorageInternalError):
+                continue
+            running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+            if any(t.state == TrialState.COMPLETE for t in trials) and running:
+                break
+        else:
+            pytest.fail("the sweep never reached a finished trial plus a running one")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    before = {t.number: t.value for t in _study(tmp_path).trials if t.state == TrialState.COMPLETE}
+    (interrupted,) = [t for t in _study(tmp_path).trials if t.state == TrialState.RUNNING]
+
+    second = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    assert sum(t.state in FINISHED for t in trials) == 3
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert {t.number: t.value for t in trials if t.number in before} == before  # nothing lost
+    failed = trials[interrupted.number]
+    assert failed.state == TrialState.FAIL
+    assert "interrupted" in failed.user_attrs["fail_reason"]
+    metrics = json.loads((tmp_path / failed.user_attrs["run_dir"] / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and 1 <= len(metrics["epochs"]) < 4
+
+
+def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
+    result = run_cli(
+        *SWEEP, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state in FINISHED for t in trials)
+    run_dirs = {t.user_attrs["run_dir"] for t in trials}
+    assert len(run_dirs) == 4
+    for run_dir in run_dirs:
+        metrics = json.loads((tmp_path / run_dir / "metrics.json").read_text())
+        assert metrics["status"] in ("completed", "pruned")
+    assert sorted(p.name for p in _sweep_dir(tmp_path).glob("trial_*")) == [
+        "trial_000", "trial_001", "trial_002", "trial_003",
+    ]  # fmt: skip
