@@ -19,8 +19,8 @@ from mnist_sweep.pruning import is_feasible
 log = logging.getLogger(__name__)
 
 WINNER = "winner.json"
-PARETO_CSV = "pareto.csv"
-PARETO_PNG = "pareto.png"
+PARETO_CSV = "pareto_front.csv"
+PARETO_PNG = "pareto_front.png"
 RESULTS = "optimization_results.yaml"
 
 

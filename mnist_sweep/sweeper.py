@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,7 +43,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     create_params_from_overrides,
 )
 from omegaconf import DictConfig, open_dict, read_write
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_sweep import report, run_folder
 from mnist_sweep.pruning import LOCAL_STUDIES, TRIAL_ENV, build_pruner, selection_accuracy
@@ -62,6 +63,26 @@ def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -
     search_space = {str(k): str(v) for k, v in (params or {}).items()}
     text = json.dumps({"overrides": sorted(task_overrides), "params": search_space}, sort_keys=True)
     return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def display_url(url: str | None) -> str:
+    """A storage URL fit for logs: the password masked."""
+    if not url:
+        return "in memory"
+    from sqlalchemy.engine import make_url
+
+    return make_url(str(url)).render_as_string(hide_password=True)
+
+
+def _mark_run_failed(run_dir: str | None, reason: str) -> None:
+    """A dead trial's run folder still says "running": say what became of it."""
+    try:
+        metrics = run_folder.read_metrics(run_dir)
+    except (OSError, TypeError, ValueError):
+        return
+    if metrics.get("status") == "running":
+        metrics.update(status="failed", error=reason)
+        run_folder.write_json(Path(run_dir) / run_folder.METRICS, metrics)
 
 
 def _process_alive(pid: int) -> bool:
@@ -90,6 +111,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         confirm_seeds: int = 0,
         heartbeat_interval: int = 30,
         grace_period: int = 120,
+        retry_failed: int = 0,
     ) -> None:
         if str(direction) != "minimize":
             raise ValueError(
@@ -111,6 +133,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         self.confirm_seeds = confirm_seeds
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
+        self.retry_failed = retry_failed
         self._rdb: optuna.storages.RDBStorage | None = None
 
     def setup(
@@ -134,6 +157,8 @@ class SmallestNetSweeper(OptunaSweeperImpl):
     def _open_study(self) -> optuna.Study:
         # Heartbeats are "experimental" in Optuna; this sweeper relies on them knowingly.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        # ...and uses them with ask/tell, which Optuna warns is not their usual use.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         storage: Any = self.storage
         if storage:
             if str(storage).startswith("sqlite:///"):
@@ -143,6 +168,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 str(storage),
                 heartbeat_interval=self.heartbeat_interval,
                 grace_period=self.grace_period,
+                heartbeat_stale_trial_callback=self._after_stale,
                 engine_kwargs={"connect_args": {"timeout": 60}}
                 if str(storage).startswith("sqlite")
                 else {},
@@ -167,35 +193,53 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         return self.n_trials - len(taken)
 
-    def _fail(
-        self, study: optuna.Study, trial: optuna.trial.FrozenTrial | Trial, reason: str
-    ) -> None:
+    def _fail(self, study: optuna.Study, trial: FrozenTrial | Trial, reason: str) -> bool:
+        """Record a RUNNING trial as failed with its reason; False if it had finished meanwhile."""
         try:
             Trial(study, trial._trial_id).set_user_attr("fail_reason", reason)
             study.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
-            return  # it finished meanwhile
-        run_dir = trial.user_attrs.get("run_dir")
-        try:
-            metrics = run_folder.read_metrics(run_dir)
-        except (OSError, TypeError, ValueError):
-            return
-        if metrics.get("status") == "running":
-            metrics.update(status="failed", error=reason)
-            run_folder.write_json(Path(run_dir) / run_folder.METRICS, metrics)
+            return False
+        _mark_run_failed(trial.user_attrs.get("run_dir"), reason)
+        return True
+
+    def _retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Queue the same parameters again (up to retry_failed times) for any worker to run."""
+        retries = int(trial.user_attrs.get("retries", 0))
+        if retries < self.retry_failed:
+            study.enqueue_trial(
+                trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1}
+            )
+            log.info("trial %d will be retried with the same parameters", trial.number)
+
+    def _after_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna has failed a trial whose worker sent no heartbeat for grace_period seconds."""
+        reason = f"interrupted: no heartbeat from its worker for {self.grace_period}s"
+        log.warning("trial %d %s: marked failed", trial.number, reason)
+        _mark_run_failed(trial.user_attrs.get("run_dir"), reason)
+        self._retry(study, trial)
 
     def _fail_orphans(self, study: optuna.Study) -> None:
-        """Mark as failed the RUNNING trials whose sweep process is gone."""
+        """Mark as failed (and retry, if configured) the RUNNING trials whose worker is gone."""
         if self._rdb is not None:
-            optuna.storages.fail_stale_trials(study)  # no heartbeat for grace_period seconds
+            optuna.storages.fail_stale_trials(study)  # any host: by heartbeat
         host = socket.gethostname()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # This host's dead workers need not wait for the heartbeat's grace period.
             owner_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-            if owner_host == host and pid.isdigit() and not _process_alive(int(pid)):
-                log.warning(
-                    "trial %d was interrupted (its sweep process died): marked failed", trial.number
-                )
-                self._fail(study, trial, "interrupted: the sweep process died")
+            dead = owner_host == host and pid.isdigit() and not _process_alive(int(pid))
+            if dead and self._fail(study, trial, "interrupted: the sweep process died"):
+                log.warning("trial %d was interrupted (its sweep process died)", trial.number)
+                self._retry(study, study.trials[trial.number])
+
+    def _others_running(self, study: optuna.Study) -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def _surplus(self, study: optuna.Study, trial: Trial) -> bool:
+        """True when workers racing for the last trials asked for one too many: the
+        later trial number yields, so the study never holds more than n_trials."""
+        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        return sum(t.number < trial.number for t in taken) >= self.n_trials
 
     @contextmanager
     def _heartbeat(self, trials: list[Trial]) -> Iterator[None]:
@@ -263,6 +307,32 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         )  # fmt: skip
         return True
 
+    def _next_batch(self, study: optuna.Study) -> list[Trial]:
+        """The next trials to run; empty once the study holds n_trials finished ones.
+
+        While other workers still run the last trials, keep watch: if one of
+        them dies, its trial is failed (and retried) here instead of being lost.
+        """
+        waiting_logged = False
+        while True:
+            self._fail_orphans(study)
+            batch: list[Trial] = []
+            for _ in range(min(self._owed(study), self.n_jobs)):
+                trial = study.ask()
+                if self._surplus(study, trial):
+                    self._fail(study, trial, "surplus: other workers took the study's last trials")
+                    break
+                batch.append(trial)
+            if batch:
+                return batch
+            running = self._others_running(study)
+            if not running:
+                return []
+            if not waiting_logged:
+                log.info("waiting for the %d trials other workers are running", running)
+                waiting_logged = True
+            time.sleep(self.heartbeat_interval)
+
     # -- the sweep -----------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
@@ -278,14 +348,13 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         kept = len(study.get_trials(deepcopy=False, states=FINISHED))
         log.info(
             "study %s (storage %s): %d finished trials kept, %d to run; sweep folder %s",
-            study.study_name, self.storage or "in memory", kept, max(self._owed(study), 0),
+            study.study_name, display_url(self.storage), kept, max(self._owed(study), 0),
             sweep_dir,
         )  # fmt: skip
         failures = launched = 0
         in_flight: list[Trial] = []
         try:
-            while (owed := self._owed(study)) > 0:
-                in_flight = [study.ask() for _ in range(min(owed, self.n_jobs))]
+            while in_flight := self._next_batch(study):
                 jobs = self._configure_trials(
                     in_flight, distributions, fixed_params, fixed_overrides
                 )

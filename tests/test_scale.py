@@ -1,0 +1,285 @@
+"""Scaling out: one study shared by several workers on a real PostgreSQL server, dead
+workers' trials failed and retried, the submitit launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from optuna.trial import TrialState
+
+from tests.conftest import CONF_DIR, DATA_ROOT, run_cli
+from tests.test_sweep import SWEEP
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PASSWORD = "s3cret-never-logged"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _unavailable(reason: str) -> None:
+    # CI sets MNIST_SWEEP_REQUIRE_POSTGRES=1: there the database tests must run.
+    if os.environ.get("MNIST_SWEEP_REQUIRE_POSTGRES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on loopback, created and removed by the tests."""
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bindirs:
+        _unavailable("PostgreSQL server not installed (Debian: apt-get install postgresql)")
+    bindir = bindirs[-1].parent
+    # The server refuses to run as root; Debian's package provides the postgres user.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="mnist-sweep-pg-"))
+    if as_user:
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    try:
+        subprocess.run(
+            [
+                *as_user,
+                str(bindir / "initdb"),
+                "-D",
+                str(root / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        options = f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            [
+                *as_user,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(root / "data"),
+                "-o",
+                options,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    except (subprocess.CalledProcessError, OSError) as e:
+        shutil.rmtree(root, ignore_errors=True)
+        _unavailable(f"could not start a PostgreSQL server: {e}")
+    try:
+        # trust auth accepts any password: it is there to prove none is ever written out.
+        yield f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _workers(cwd: Path, storage: str, n: int, *args: str) -> list[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "MNIST_DATA": str(DATA_ROOT),
+        "MNIST_SWEEP_STORAGE": storage,
+        "PYTHONWARNINGS": "ignore",
+    }
+    command = [sys.executable, "-m", "mnist_sweep", *SWEEP, *args]
+    return [
+        subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(n)
+    ]
+
+
+def _sweep_study(cwd: Path, storage: str) -> optuna.Study:
+    """The study of the one sweep run from cwd (its folder is named after it)."""
+    (sweep_dir,) = (cwd / "outputs" / "sweeps").iterdir()
+    return optuna.load_study(study_name=sweep_dir.name, storage=storage)
+
+
+def _check_shared_study(cwd: Path, storage: str, n_trials: int) -> list[optuna.trial.FrozenTrial]:
+    """Exactly n_trials finished trials, each run once in its own folder; none left running."""
+    trials = _sweep_study(cwd, storage).trials
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == n_trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    run_dirs = [t.user_attrs["run_dir"] for t in finished]
+    assert len(set(run_dirs)) == n_trials
+    for run_dir in run_dirs:
+        status = json.loads((cwd / run_dir / "metrics.json").read_text())["status"]
+        assert status in ("completed", "pruned")
+    return trials
+
+
+def test_two_workers_share_one_study_on_postgres(tmp_path, postgres_url):
+    workers = _workers(
+        tmp_path,
+        postgres_url,
+        2,
+        "trainer.epochs=3",
+        "data.train_subset=1000",
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/pruner=none",
+    )
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+    trials = _check_shared_study(tmp_path, postgres_url, 4)
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials if t.state in FINISHED} == {
+        str(w.pid) for w in workers
+    }  # both workers ran trials
+    for trial in (
+        t for t in trials if t.state == TrialState.FAIL
+    ):  # only a lost race for the last one
+        assert trial.user_attrs["fail_reason"].startswith("surplus")
+    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    winner = json.loads((sweep_dir / "winner.json").read_text())
+    assert winner["trials"]["complete"] + winner["trials"]["pruned"] == 4
+    # The password came from the environment and is written nowhere.
+    for path in (tmp_path / "outputs").rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".json", ".log", ".csv"):
+            assert PASSWORD not in path.read_text(errors="ignore"), path
+
+
+def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
+    storage = postgres_url
+    args = [
+        "trainer.epochs=4",
+        "data.train_subset=1000",
+        "hydra.sweeper.n_trials=3",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.retry_failed=1",
+        "hydra.sweeper.study_name=kill-test",
+    ]
+    victim, survivor = _workers(tmp_path, storage, 2, *args)
+    study = None
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                study = optuna.load_study(study_name="kill-test", storage=storage)
+                trials = study.trials
+            except Exception:  # not created yet
+                continue
+            target = [
+                t
+                for t in trials
+                if t.state == TrialState.RUNNING
+                and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+                and 1 <= len(t.intermediate_values) <= 2
+            ]
+            if target:
+                break
+        else:
+            pytest.fail("the victim worker never got a trial half-way")
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+    (killed,) = target
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err[-3000:]
+
+    trials = optuna.load_study(study_name="kill-test", storage=storage).trials
+    dead = trials[killed.number]
+    assert dead.state == TrialState.FAIL
+    assert dead.user_attrs["fail_reason"].startswith("interrupted")
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    assert retry.state in FINISHED and retry.params == killed.params
+    assert retry.user_attrs["worker"].endswith(f":{survivor.pid}")
+    assert len([t for t in trials if t.state in FINISHED]) == 3
+    metrics = json.loads((tmp_path / dead.user_attrs["run_dir"] / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+
+
+def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):
+    """A trial of a worker on another machine that stopped sending heartbeats."""
+    storage_url = f"sqlite:///{tmp_path}/outputs/optuna.db"
+    (tmp_path / "outputs").mkdir()
+    storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="remote", storage=storage, direction="minimize")
+    lost = study.ask({"model.w1": optuna.distributions.IntDistribution(2, 6)})
+    lost.set_user_attr("worker", "another-machine:4242")
+    storage.record_heartbeat(lost._trial_id)
+    time.sleep(3)  # past the grace period
+
+    result = run_cli(
+        *SWEEP,
+        "hydra.sweeper.study_name=remote",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=2",
+        "hydra.sweeper.retry_failed=1",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="remote", storage=storage_url).trials
+    assert trials[0].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 0]
+    assert retry.state in FINISHED and retry.params["model.w1"] == lost.params["model.w1"]
+    assert sum(t.state in FINISHED for t in trials) == 2
+
+
+def test_submitit_local_launcher_runs_a_sweep(tmp_path):
+    result = run_cli(
+        *SWEEP,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
+    _check_shared_study(tmp_path, storage, 2)
+
+
+def test_slurm_launcher_config_exposes_the_settings_users_change():
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "hparams_search=smallest",
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+            ],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu"
+    assert (launcher.gpus_per_node, launcher.array_parallelism) == (1, 8)
+    assert launcher.timeout_min == 60
