@@ -14,7 +14,9 @@ import csv
 import glob
 import json
 import os
+import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +38,8 @@ HYDRA = Path(".hydra") / "hydra.yaml"
 CSV, PARETO, CURVES = "comparison.csv", "pareto.png", "curves.png"  # what compare writes
 
 MET, BELOW = "target met", "below target"
-PRUNED, FAILED, INCOMPLETE = "pruned", "failed", "incomplete"
-STATUSES = (MET, BELOW, PRUNED, FAILED, INCOMPLETE)
+PRUNED, FAILED, RUNNING, INCOMPLETE = "pruned", "failed", "running", "incomplete"
+STATUSES = (MET, BELOW, PRUNED, FAILED, RUNNING, INCOMPLETE)
 STATUS_ARGS = ", ".join(s.replace(" ", "-") for s in STATUSES)
 NUMERIC = ("params", "test acc", "best-epoch acc", "epochs", "wall")  # right-aligned columns
 MAX_CURVES = 8  # beyond this the curves plot is an unreadable tangle
@@ -127,7 +129,9 @@ def load_run(path: Path) -> RunRow | str:
         for key in ("params", "test_acc", "best_test_acc", "wall_seconds", "target_acc"):
             if m[key] is not None and not isinstance(m[key], int | float):
                 raise Unreadable(f"{METRICS}: {key} is not a number: {m[key]!r}")
-        row.state = INCOMPLETE if m["status"] == "running" else m["status"]
+        row.state = m["status"]
+        if m["status"] == "running":
+            row.state = RUNNING if still_running(m, path / METRICS) else INCOMPLETE
         row.params, row.test_acc = m["params"], m["test_acc"]
         row.best_test_acc, row.best_epoch = m["best_test_acc"], m["best_epoch"]
         row.epochs_planned, row.wall_seconds = m["epochs_planned"], m["wall_seconds"]
@@ -140,6 +144,24 @@ def load_run(path: Path) -> RunRow | str:
         return f"warning: skipping {path}: {METRICS} has no {e} entry"
     except (TypeError, ValueError) as e:
         return f"warning: skipping {path}: {METRICS} is malformed ({e})"
+
+
+def still_running(metrics: dict[str, Any], metrics_file: Path) -> bool:
+    """Is the process that writes this "running" run alive, or was it killed?"""
+    pid = metrics.get("pid")
+    if metrics.get("host") == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    # Another machine: alive if it wrote within about three epochs' time.
+    epoch = max(
+        (e.get("seconds", 0) + e.get("eval_seconds", 0) for e in metrics["epochs"]), default=0
+    )
+    return time.time() - metrics_file.stat().st_mtime < max(3 * epoch, 600)
 
 
 def _split(override: str) -> tuple[str, str]:
@@ -169,8 +191,8 @@ def override_value(row: RunRow, key: str) -> str:
 
 
 def classify(row: RunRow, target: float | None) -> str:
-    if row.state in (PRUNED, FAILED, INCOMPLETE) or row.test_acc is None:
-        return row.state if row.state in (PRUNED, FAILED) else INCOMPLETE
+    if row.state in (PRUNED, FAILED, RUNNING, INCOMPLETE) or row.test_acc is None:
+        return row.state if row.state in (PRUNED, FAILED, RUNNING) else INCOMPLETE
     goal = target if target is not None else row.target_acc
     return MET if goal is not None and row.test_acc >= goal else BELOW
 
@@ -234,7 +256,10 @@ def render_table(rows: Sequence[RunRow], keys: Sequence[str], console: Console) 
     table = Table(title=f"{len(rows)} runs", title_justify="left")
     for name in header:
         table.add_column(name, justify="right" if name in NUMERIC else "left", no_wrap=True)
-    styles = {MET: "green", BELOW: "yellow", PRUNED: "dim", FAILED: "red", INCOMPLETE: "magenta"}
+    styles = {
+        MET: "green", BELOW: "yellow", PRUNED: "dim", FAILED: "red",
+        RUNNING: "cyan", INCOMPLETE: "magenta",
+    }  # fmt: skip
     for row, line in zip(rows, cells, strict=True):
         table.add_row(*line, style=styles[row.status])
     console.print(table)

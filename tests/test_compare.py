@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,15 @@ from mnist_sweep import compare
 from tests.conftest import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid  # exited and reaped: no such process now
+
+
+DEAD_PID = _dead_pid()
 
 
 def make_run(
@@ -29,6 +41,8 @@ def make_run(
     wall: float = 10.0,
     target: float = 99.4,
     model: str = "small",
+    host: str | None = None,
+    pid: int | None = None,
 ) -> Path:
     """A run folder as Hydra and train.py leave it; status=None leaves out metrics.json."""
     run = root / name
@@ -63,6 +77,8 @@ def make_run(
         "train_seconds": wall / 2,
         "error": None,
         "epochs": epochs,
+        "host": host or socket.gethostname(),
+        "pid": os.getpid() if pid is None else pid,
     }
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
@@ -83,8 +99,9 @@ def sweep(tmp_path: Path) -> Path:
              accs=[90.0], status="pruned", wall=5.0)  # fmt: skip
     make_run(root, "4", ["model=small", "optimizer.lr=9.0", *common], params=4882,
              accs=[], status="failed", wall=1.0)  # fmt: skip
+    # Killed mid-run: its process is gone.
     make_run(root, "5", ["model=medium", "optimizer.lr=0.1", *common], params=14678,
-             accs=[99.1], status="running", wall=15.0, model="medium")  # fmt: skip
+             accs=[99.1], status="running", wall=15.0, model="medium", pid=DEAD_PID)  # fmt: skip
     make_run(root, "6", ["model=small", "optimizer.lr=0.2", *common], status=None)
     (make_run(root, "7", ["model=small", *common]) / "metrics.json").write_text('{"params": 1')
     broken = make_run(root, "8", ["model=small", *common])
@@ -134,6 +151,30 @@ def test_every_state_gets_its_status_and_broken_folders_one_warning_each(sweep, 
     for status in ("target met", "below target", "pruned", "failed", "incomplete"):
         assert status in out
     assert "best-epoch" in out
+
+
+def test_running_runs_are_told_from_killed_ones(tmp_path, capsys):
+    root = tmp_path / "runs"
+    make_run(root, "alive", ["model=small"], accs=[97.0], status="running")  # this very process
+    make_run(root, "killed", ["model=tiny"], accs=[95.0], status="running", pid=DEAD_PID)
+    fresh = make_run(
+        root, "remote-fresh", ["model=medium"], accs=[96.0], status="running", host="gpu-node-7"
+    )
+    stale = make_run(
+        root, "remote-stale", ["model=era_s6"], accs=[96.0], status="running", host="gpu-node-7"
+    )
+    old = time.time() - 3600
+    os.utime(stale / "metrics.json", (old, old))
+    assert fresh.exists()
+    code, out, _ = compare_cli(capsys, root)
+    assert code == 0
+    rows = {r["run"]: r["status"] for r in read_csv(root / "comparison.csv")}
+    assert rows == {
+        "alive": "running",
+        "killed": "incomplete",
+        "remote-fresh": "running",
+        "remote-stale": "incomplete",
+    }
 
 
 def test_only_differing_overrides_become_columns(sweep, capsys):
