@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 from hydra.types import HydraContext, TaskFunction
@@ -72,6 +72,12 @@ def display_url(url: str | None) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(str(url)).render_as_string(hide_password=True)
+
+
+def _user_error(message: str) -> NoReturn:
+    # SystemExit passes through Hydra's and instantiate's `except Exception`:
+    # the user gets this one line instead of a traceback.
+    raise SystemExit(f"error: {message}")
 
 
 def _mark_run_failed(run_dir: str | None, reason: str) -> None:
@@ -114,7 +120,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         retry_failed: int = 0,
     ) -> None:
         if str(direction) != "minimize":
-            raise ValueError(
+            _user_error(
                 "this sweeper minimises the parameter count under an accuracy constraint; "
                 f"hydra.sweeper.direction must be 'minimize', got {direction!r}"
             )
@@ -174,7 +180,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 else {},
             )
         elif type(self.launcher).__name__ != "BasicLauncher":
-            raise ValueError(
+            _user_error(
                 "jobs in other processes cannot reach an in-memory study; set hydra.sweeper.storage"
             )
         study = optuna.create_study(
@@ -372,12 +378,11 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 in_flight = []
                 if failures > self.max_failure_rate * self.n_trials:
                     report.write(study, sweep_dir, float(self.config.target_acc))
-                    log.error(
-                        "stopping the sweep: %d of %d trials failed (max_failure_rate=%s); "
-                        "their reasons are in the study's fail_reason attributes and run folders",
-                        failures, launched, self.max_failure_rate,
-                    )  # fmt: skip
-                    raise SystemExit(1)
+                    _user_error(
+                        f"stopping the sweep: {failures} of {launched} trials failed "
+                        f"(max_failure_rate={self.max_failure_rate}); their reasons are in the log "
+                        "above, the study's fail_reason attributes and the run folders"
+                    )
         except KeyboardInterrupt:
             for trial in in_flight:
                 self._fail(study, trial, "interrupted (Ctrl-C)")

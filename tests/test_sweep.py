@@ -271,3 +271,34 @@ def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
     assert sorted(p.name for p in _sweep_dir(tmp_path).glob("trial_*")) == [
         "trial_000", "trial_001", "trial_002", "trial_003",
     ]  # fmt: skip
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = [a for a in SWEEP if not a.startswith("optimizer.lr=")]  # lr becomes a dimension
+    result = run_cli(
+        *sweep, "optimizer.lr=choice(1e30,0.1)", "dropout.p=0", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=1.0", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    assert sum(t.state in FINISHED for t in trials) == 3
+    for trial in trials:
+        diverging = trial.params["optimizer.lr"] == 1e30
+        assert (trial.state == TrialState.FAIL) == diverging
+        if diverging:
+            assert "diverged" in trial.user_attrs["fail_reason"]
+            metrics = json.loads(
+                (tmp_path / trial.user_attrs["run_dir"] / "metrics.json").read_text()
+            )
+            assert metrics["status"] == "failed"
+
+
+def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
+    result = run_cli(
+        *SWEEP, "optimizer.lr=1e30", "dropout.p=0", "hydra.sweeper.n_trials=4", cwd=tmp_path
+    )
+    assert result.returncode != 0
+    assert "error: stopping the sweep: 2 of 2 trials failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [t.state for t in _study(tmp_path).trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert (_sweep_dir(tmp_path) / "winner.json").is_file()
