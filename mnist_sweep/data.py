@@ -6,6 +6,7 @@ are index slices of one tensor and augmentation is one affine warp per batch.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,14 @@ RAW_FILES = {
     "train-labels-idx1-ubyte": (60000,),
     "t10k-images-idx3-ubyte": (10000, 28, 28),
     "t10k-labels-idx1-ubyte": (10000,),
+}
+# SHA-256 of the canonical MNIST files: a flipped byte anywhere is caught, not
+# only a truncated file. data.verify=false skips this (for other MNIST-format data).
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 ROOT_HINT = (
     "set data.root=<dir> (or the MNIST_DATA environment variable) to the folder holding MNIST/raw/"
@@ -50,7 +59,25 @@ def _check_idx_file(path: Path, shape: tuple[int, ...]) -> None:
         )
 
 
-def load_mnist(root: str | Path, download: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+def _check_sha256(path: Path) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != SHA256[path.name]:
+        raise DataError(
+            f"{path} is corrupt (its SHA-256 is not MNIST's); restore it or re-download it "
+            "with data.download=true (data.verify=false accepts other MNIST-format data)"
+        )
+
+
+def _check_files(raw: Path, verify: bool) -> None:
+    for name, shape in RAW_FILES.items():
+        _check_idx_file(raw / name, shape)
+        if verify:
+            _check_sha256(raw / name)
+
+
+def load_mnist(
+    root: str | Path, download: bool = False, verify: bool = True
+) -> dict[str, tuple[Tensor, Tensor]]:
     """Read MNIST through torchvision: {"train": (uint8 images, labels), "test": ...}."""
     root = Path(root).expanduser().resolve()
     raw = root / "MNIST" / "raw"
@@ -60,8 +87,7 @@ def load_mnist(root: str | Path, download: bool = False) -> dict[str, tuple[Tens
             f"MNIST not found: no {raw / missing[0]}; {ROOT_HINT}, or data.download=true"
         )
     if not missing:
-        for name, shape in RAW_FILES.items():
-            _check_idx_file(raw / name, shape)
+        _check_files(raw, verify)
     splits = {}
     for split, train in (("train", True), ("test", False)):
         try:
@@ -70,8 +96,7 @@ def load_mnist(root: str | Path, download: bool = False) -> dict[str, tuple[Tens
             raise DataError(f"could not download MNIST into {root} ({e}); {ROOT_HINT}") from e
         splits[split] = (ds.data, ds.targets)
     if missing:  # just downloaded
-        for name, shape in RAW_FILES.items():
-            _check_idx_file(raw / name, shape)
+        _check_files(raw, verify)
     for split, (_, labels) in splits.items():
         if labels.min() < 0 or labels.max() > 9:
             raise DataError(
@@ -99,7 +124,7 @@ class DeviceData:
 
 def prepare_data(data_cfg: Any, device: torch.device) -> DeviceData:
     """Load, subset, split off validation and normalise, per the `data` config group."""
-    splits = load_mnist(data_cfg.root, data_cfg.download)
+    splits = load_mnist(data_cfg.root, data_cfg.download, data_cfg.get("verify", True))
     train_x, train_y = splits["train"]
     test_x, test_y = splits["test"]
     subset = data_cfg.train_subset

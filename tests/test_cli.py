@@ -127,6 +127,22 @@ def test_truncated_data_file_is_named(tmp_path):
     assert err.strip().count("\n") == 0
 
 
+def test_corrupt_data_file_is_named(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for src in (DATA_ROOT / "MNIST" / "raw").glob("*-ubyte"):
+        (raw / src.name).symlink_to(src)
+    corrupt = raw / "t10k-labels-idx1-ubyte"
+    corrupt.unlink()
+    labels = bytearray((DATA_ROOT / "MNIST" / "raw" / corrupt.name).read_bytes())
+    labels[5000] = (labels[5000] + 1) % 10  # still a valid label: only the checksum can tell
+    corrupt.write_bytes(bytes(labels))
+    err = _one_line_error(
+        run_cli(*TINY, f"data.root={tmp_path / 'data'}", cwd=tmp_path), str(corrupt), "is corrupt"
+    )
+    assert err.strip().count("\n") == 0
+
+
 def test_nan_run_stops_and_leaves_failed_metrics(tmp_path):
     result = run_cli(*TINY, "dropout=none", "optimizer.lr=1e30", cwd=tmp_path)
     _one_line_error(result, "diverged", "optimizer.lr")
