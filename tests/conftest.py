@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -55,6 +57,27 @@ def quick_cfg(data_root: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return make
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T], what: str, alive: Callable[[], bool], timeout: float = 300
+) -> T:
+    """Poll `probe` until it returns something truthy; fail if `alive()` turns false first.
+
+    An exception in the probe counts as "not yet" (a database still being created, or busy).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            if result := probe():
+                return result
+        except Exception:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"gave up waiting for {what}")
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):

@@ -111,34 +111,35 @@ def test_missing_mnist_via_environment_variable(tmp_path):
     _one_line_error(result, "MNIST not found", str(tmp_path / "empty"))
 
 
-def test_truncated_data_file_is_named(tmp_path):
+def _data_with(tmp_path: Path, name: str, edit) -> tuple[Path, Path]:
+    """A data root like the real one, but with file `name` replaced by edit(its bytes)."""
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for src in (DATA_ROOT / "MNIST" / "raw").glob("*-ubyte"):
-        (raw / src.name).symlink_to(src)
-    broken = raw / "t10k-images-idx3-ubyte"
-    broken.unlink()
-    broken.write_bytes((DATA_ROOT / "MNIST" / "raw" / broken.name).read_bytes()[:100_000])
+        if src.name == name:
+            (raw / name).write_bytes(edit(src.read_bytes()))
+        else:
+            (raw / src.name).symlink_to(src)
+    return tmp_path / "data", raw / name
+
+
+def test_truncated_data_file_is_named(tmp_path):
+    root, broken = _data_with(tmp_path, "t10k-images-idx3-ubyte", lambda data: data[:100_000])
     err = _one_line_error(
-        run_cli(*TINY, f"data.root={tmp_path / 'data'}", cwd=tmp_path),
-        str(broken),
-        "truncated or corrupt",
+        run_cli(*TINY, f"data.root={root}", cwd=tmp_path), str(broken), "truncated or corrupt"
     )
     assert err.strip().count("\n") == 0
 
 
 def test_corrupt_data_file_is_named(tmp_path):
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for src in (DATA_ROOT / "MNIST" / "raw").glob("*-ubyte"):
-        (raw / src.name).symlink_to(src)
-    corrupt = raw / "t10k-labels-idx1-ubyte"
-    corrupt.unlink()
-    labels = bytearray((DATA_ROOT / "MNIST" / "raw" / corrupt.name).read_bytes())
-    labels[5000] = (labels[5000] + 1) % 10  # still a valid label: only the checksum can tell
-    corrupt.write_bytes(bytes(labels))
+    def flip_a_label(data: bytes) -> bytes:
+        data = bytearray(data)
+        data[5000] = (data[5000] + 1) % 10  # still a valid label: only the checksum can tell
+        return bytes(data)
+
+    root, corrupt = _data_with(tmp_path, "t10k-labels-idx1-ubyte", flip_a_label)
     err = _one_line_error(
-        run_cli(*TINY, f"data.root={tmp_path / 'data'}", cwd=tmp_path), str(corrupt), "is corrupt"
+        run_cli(*TINY, f"data.root={root}", cwd=tmp_path), str(corrupt), "is corrupt"
     )
     assert err.strip().count("\n") == 0
 

@@ -20,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
-from tests.conftest import CONF_DIR, DATA_ROOT, run_cli
+from tests.conftest import CONF_DIR, DATA_ROOT, run_cli, wait_until
 from tests.test_sweep import SWEEP
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -185,27 +185,21 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
         "hydra.sweeper.study_name=kill-test",
     ]
     victim, survivor = _workers(tmp_path, storage, 2, *args)
-    study = None
-    deadline = time.monotonic() + 300
+
+    def victim_mid_trial() -> list[optuna.trial.FrozenTrial]:
+        trials = optuna.load_study(study_name="kill-test", storage=storage).trials
+        return [
+            t
+            for t in trials
+            if t.state == TrialState.RUNNING
+            and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            and 1 <= len(t.intermediate_values) <= 2
+        ]
+
     try:
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                study = optuna.load_study(study_name="kill-test", storage=storage)
-                trials = study.trials
-            except Exception:  # not created yet
-                continue
-            target = [
-                t
-                for t in trials
-                if t.state == TrialState.RUNNING
-                and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-                and 1 <= len(t.intermediate_values) <= 2
-            ]
-            if target:
-                break
-        else:
-            pytest.fail("the victim worker never got a trial half-way")
+        target = wait_until(
+            victim_mid_trial, "the victim half-way through a trial", lambda: victim.poll() is None
+        )
     finally:
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()

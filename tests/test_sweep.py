@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -18,7 +17,7 @@ from optuna.trial import TrialState, create_trial
 from mnist_sweep import plots, report
 from mnist_sweep.pruning import TargetPruner, is_feasible
 from mnist_sweep.sweeper import derive_study_name
-from tests.conftest import DATA_ROOT, run_cli
+from tests.conftest import DATA_ROOT, run_cli, wait_until
 
 # Tiny nets on 500 images: each trial takes seconds on a CPU. The low target
 # makes some trials feasible and others not.
@@ -212,27 +211,21 @@ def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     command = [sys.executable, "-m", "mnist_sweep", *args]
     first = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 300
+
+    def mid_sweep() -> bool:
+        # One trial finished, the next mid-training: an epoch reported, two still to go.
+        trials = _study(tmp_path).trials
+        running = [
+            t
+            for t in trials
+            if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 2
+        ]
+        return bool(running) and any(t.state == TrialState.COMPLETE for t in trials)
+
     try:
-        # Wait until one trial has finished and the next is mid-training.
-        while time.monotonic() < deadline and first.poll() is None:
-            time.sleep(1)
-            if not (tmp_path / "outputs" / "optuna.db").exists():
-                continue
-            try:
-                trials = _study(tmp_path).trials
-            except Exception:  # the study is still being created, or the database is busy
-                continue
-            # Mid-trial: at least one epoch reported, and at least two still to go.
-            running = [
-                t
-                for t in trials
-                if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 2
-            ]
-            if any(t.state == TrialState.COMPLETE for t in trials) and running:
-                break
-        else:
-            pytest.fail("the sweep never reached a finished trial plus a running one")
+        wait_until(
+            mid_sweep, "a finished trial plus a running one", alive=lambda: first.poll() is None
+        )
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
