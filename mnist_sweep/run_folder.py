@@ -67,9 +67,18 @@ def write_model_summary(run_dir: Path, model: nn.Module) -> str:
     return text
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, config: dict[str, Any], epoch: int) -> None:
+def save_checkpoint(
+    run_dir: Path,
+    model: nn.Module,
+    config: dict[str, Any],
+    epoch: int,
+    training_state: dict[str, Any] | None = None,
+) -> None:
+    """Weights and resolved config, plus what `trainer.resume` needs (mnist_sweep/resume.py)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"state_dict": state, "config": config, "epoch": epoch}
+    if training_state is not None:
+        payload["resume"] = training_state
     atomic_write(run_dir / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from optuna.exceptions import TrialPruned
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mnist_sweep import run_folder
+from mnist_sweep import resume, run_folder
 from mnist_sweep.data import DeviceData, prepare_data, random_affine
 from mnist_sweep.errors import TrainingDiverged, UserError
 from mnist_sweep.model import build_model, count_params
@@ -61,6 +61,37 @@ def autocast_context(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` intra-op CPU threads (None: torch's default), then restore.
+
+    On a 2-core machine that others share, one thread trains many times faster
+    than two: each op of these small nets ends in a barrier that waits for
+    whichever thread the OS has just descheduled (docs/BENCHMARKS.md).
+    """
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"trainer.threads must be a positive integer or null, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def prepare_model(model: nn.Module, trainer_cfg: Any, device: torch.device) -> nn.Module:
+    """Move the model to the device, in the memory layout the trainer config asks for."""
+    model = model.to(device)
+    if trainer_cfg.get("channels_last", False):
+        # NHWC activations: oneDNN's convolutions and BatchNorm run faster on them
+        # than on NCHW. The images have one channel, so they need no conversion.
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def train_epoch(
@@ -145,7 +176,7 @@ def _new_metrics(cfg: DictConfig, params: int, device: torch.device) -> dict[str
         "epochs_planned": cfg.trainer.epochs,
         "seed": cfg.trainer.seed,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass that weights_only loading refuses
         # Who runs it: a "running" run whose process is gone was killed.
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -170,6 +201,13 @@ def train(
     cfg: DictConfig, run_dir: str | Path, on_epoch_end: EpochCallback | None = None
 ) -> dict[str, Any]:
     """Train per the composed config, filling the run folder; returns what metrics.json holds."""
+    with cpu_threads(cfg.trainer.get("threads")):
+        return _train(cfg, run_dir, on_epoch_end)
+
+
+def _train(
+    cfg: DictConfig, run_dir: str | Path, on_epoch_end: EpochCallback | None
+) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(run_dir)
     device = resolve_device(cfg.trainer.device)
@@ -183,6 +221,14 @@ def train(
     if epochs < 1:
         raise UserError(f"trainer.epochs must be at least 1, got {epochs}")
     metrics = _new_metrics(cfg, params, device)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    checkpoint = resume.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
+    if checkpoint is not None:  # the history so far, and the time it took
+        before = checkpoint["resume"]["metrics"]
+        for record in before["epochs"]:
+            _record_epoch(metrics, record)
+        metrics["resumed_after_epoch"] = checkpoint["epoch"]
+        started -= before["wall_seconds"]
 
     def save(status: str, error: str | None = None) -> None:
         metrics["status"], metrics["error"] = status, error
@@ -193,18 +239,21 @@ def train(
     try:
         data = prepare_data(cfg.data, device)
         run_folder.write_model_summary(run_dir, model)
-        model.to(device)
+        model = prepare_model(model, cfg.trainer, device)
         optimizer = build_optimizer(cfg.optimizer, model)
         scheduler = build_scheduler(
             cfg.scheduler, optimizer, steps_per_epoch(data.n_train, cfg.data.batch_size), epochs
         )
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        first_epoch = 1
+        if checkpoint is not None:
+            first_epoch = resume.restore(checkpoint, model, optimizer, scheduler, generator)
+            log.info("resuming %s after epoch %d", run_dir, first_epoch - 1)
         log.info(
             "model %s: %s params | %s train / %s test images | %s",
             cfg.model.name, f"{params:,}", f"{data.n_train:,}", f"{data.test_x.shape[0]:,}",
             metrics["device"],
         )  # fmt: skip
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first_epoch, epochs + 1):
             _sync(device)
             t0 = time.perf_counter()
             train_loss, train_acc = train_epoch(
@@ -242,7 +291,8 @@ def train(
             record["eval_seconds"] = round(time.perf_counter() - t0 - seconds, 3)
             _record_epoch(metrics, record)
             save("running")
-            run_folder.save_checkpoint(run_dir, model, resolved, epoch)
+            state = resume.training_state(optimizer, scheduler, generator, metrics)
+            run_folder.save_checkpoint(run_dir, model, resolved, epoch, state)
             log.info(
                 "epoch %d/%d | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%%%s"
                 " | lr %.3g | %.1fs",

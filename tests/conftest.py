@@ -62,6 +62,11 @@ def quick_cfg(data_root: Path) -> Callable[..., DictConfig]:
 T = TypeVar("T")
 
 
+def without_timings(metrics: dict) -> list[dict]:
+    """Per-epoch figures without the timings, which differ between any two runs."""
+    return [{k: v for k, v in e.items() if "seconds" not in k} for e in metrics["epochs"]]
+
+
 def wait_until(
     probe: Callable[[], T], what: str, alive: Callable[[], bool], timeout: float = 300
 ) -> T:
@@ -80,19 +85,25 @@ def wait_until(
     pytest.fail(f"gave up waiting for {what}")
 
 
+CLI = [sys.executable, "-m", "mnist_sweep"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment a user's shell would give the CLI here: real MNIST, quiet warnings."""
+    return {**os.environ, "MNIST_DATA": str(DATA_ROOT), "PYTHONWARNINGS": "ignore", **extra}
+
+
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):
     """Run `python -m mnist_sweep ARGS` as a user would; returns the CompletedProcess."""
-    full_env = {
-        **os.environ,
-        "MNIST_DATA": str(DATA_ROOT),
-        "PYTHONWARNINGS": "ignore",
-        **(env or {}),
-    }
     return subprocess.run(
-        [sys.executable, "-m", "mnist_sweep", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
+        [*CLI, *args], cwd=cwd, env=cli_env(**(env or {})), capture_output=True, text=True,
         timeout=timeout,
-    )
+    )  # fmt: skip
+
+
+def start_cli(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
+    """Start `python -m mnist_sweep ARGS` in its own session, so os.killpg can kill it whole."""
+    return subprocess.Popen(
+        [*CLI, *args], cwd=cwd, env=cli_env(**env), start_new_session=True, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip

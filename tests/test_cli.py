@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import DATA_ROOT, run_cli
+from tests.conftest import DATA_ROOT, run_cli, start_cli, wait_until, without_timings
 
 TINY = ["model=tiny", "data.train_subset=1000", "trainer.epochs=2", "trainer.device=cpu"]
 METRIC_KEYS = {
@@ -150,3 +152,29 @@ def test_nan_run_stops_and_leaves_failed_metrics(tmp_path):
     (metrics_file,) = (tmp_path / "outputs" / "runs").glob("*/*_tiny/metrics.json")
     metrics = json.loads(metrics_file.read_text())
     assert metrics["status"] == "failed"
+
+
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
+    args = ["model=tiny", "data.train_subset=1000", "trainer.epochs=6", "trainer.device=cpu"]
+    reference = run_cli(*args, "hydra.run.dir=outputs/reference", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr
+    run_dir = tmp_path / "outputs" / "killed"
+    run = start_cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+
+    def two_epochs_checkpointed() -> bool:
+        return torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] >= 2
+
+    try:
+        wait_until(two_epochs_checkpointed, "two epochs", alive=lambda: run.poll() is None)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    killed = json.loads((run_dir / "metrics.json").read_text())
+    assert killed["status"] == "running" and len(killed["epochs"]) < 6
+
+    resumed = run_cli(*args, f"hydra.run.dir={run_dir}", "trainer.resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads((run_dir / "metrics.json").read_text())
+    expected = json.loads((tmp_path / "outputs" / "reference" / "metrics.json").read_text())
+    assert final["status"] == "completed" and final["resumed_after_epoch"] >= 2
+    assert without_timings(final) == without_timings(expected)

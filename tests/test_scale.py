@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
-from tests.conftest import CONF_DIR, DATA_ROOT, run_cli, wait_until
+from tests.conftest import CONF_DIR, run_cli, start_cli, wait_until
 from tests.test_sweep import SWEEP
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -103,25 +102,7 @@ def postgres_url() -> Iterator[str]:
 
 
 def _workers(cwd: Path, storage: str, n: int, *args: str) -> list[subprocess.Popen]:
-    env = {
-        **os.environ,
-        "MNIST_DATA": str(DATA_ROOT),
-        "MNIST_SWEEP_STORAGE": storage,
-        "PYTHONWARNINGS": "ignore",
-    }
-    command = [sys.executable, "-m", "mnist_sweep", *SWEEP, *args]
-    return [
-        subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            text=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(n)
-    ]
+    return [start_cli(*SWEEP, *args, cwd=cwd, MNIST_SWEEP_STORAGE=storage) for _ in range(n)]
 
 
 def _sweep_study(cwd: Path, storage: str) -> optuna.Study:

@@ -17,7 +17,7 @@ from optuna.trial import TrialState, create_trial
 from mnist_sweep import plots, report
 from mnist_sweep.pruning import TargetPruner, is_feasible
 from mnist_sweep.sweeper import derive_study_name
-from tests.conftest import DATA_ROOT, run_cli, wait_until
+from tests.conftest import cli_env, run_cli, start_cli, wait_until
 
 # Tiny nets on 500 images: each trial takes seconds on a CPU. The low target
 # makes some trials feasible and others not.
@@ -94,7 +94,7 @@ def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
     result = subprocess.run(
         [sys.executable, "-m", "mnist_sweep.confirm", str(sweep_dir), "--seeds", "2"],
         cwd=finished_sweep, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "MNIST_DATA": str(DATA_ROOT)},
+        env=cli_env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     confirm = json.loads((sweep_dir / "confirm.json").read_text())
@@ -207,10 +207,7 @@ def test_pruned_trial_is_pruned_in_the_study_and_its_run_folder(tmp_path):
 def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     args = [*SWEEP, "data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=3",
             "hydra/sweeper/pruner=none"]  # fmt: skip
-    env = {**os.environ, "MNIST_DATA": str(DATA_ROOT), "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "mnist_sweep", *args]
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    first = start_cli(*args, cwd=tmp_path)
 
     def mid_sweep() -> bool:
         # One trial finished, the next mid-training: an epoch reported, two still to go.
@@ -232,9 +229,7 @@ def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     before = {t.number: t.value for t in _study(tmp_path).trials if t.state == TrialState.COMPLETE}
     (interrupted,) = [t for t in _study(tmp_path).trials if t.state == TrialState.RUNNING]
 
-    second = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    second = run_cli(*args, cwd=tmp_path, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     trials = _study(tmp_path).trials
     assert sum(t.state in FINISHED for t in trials) == 3

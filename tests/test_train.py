@@ -9,9 +9,10 @@ import torch
 
 from mnist_sweep import run_folder
 from mnist_sweep.data import prepare_data, random_affine
-from mnist_sweep.errors import TrainingDiverged
+from mnist_sweep.errors import TrainingDiverged, UserError
 from mnist_sweep.model import build_model, count_params
 from mnist_sweep.train import train
+from tests.conftest import without_timings
 
 
 def test_short_training_really_learns(quick_cfg, tmp_path):
@@ -88,3 +89,34 @@ def test_batch_augmentation_keeps_shape_background_and_varies_per_image():
     assert not torch.equal(out[0], out[1])  # each image gets its own transform
     same = random_affine(x, 0, 0, 0, background)
     assert torch.allclose(same, x, atol=1e-5)
+
+
+def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(quick_cfg, tmp_path):
+    # Dropout and augmentation on: the resumed run must restore every RNG too.
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 3})
+    uninterrupted = train(cfg, tmp_path / "a")
+
+    def crash_after_epoch_2(metrics: dict) -> None:
+        if len(metrics["epochs"]) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", on_epoch_end=crash_after_epoch_2)
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["status"] == "failed"
+    cfg.trainer.resume = True
+    resumed = train(cfg, tmp_path / "b")
+    assert resumed["status"] == "completed"
+    assert resumed["resumed_after_epoch"] == 2
+    assert without_timings(resumed) == without_timings(uninterrupted)
+    assert resumed["test_acc"] == uninterrupted["test_acc"]
+
+
+def test_resume_refuses_a_different_config_or_a_missing_checkpoint(quick_cfg, tmp_path):
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 500, "trainer.epochs": 1})
+    train(cfg, tmp_path / "run")
+    cfg.trainer.resume = True
+    cfg.optimizer.lr = 0.2
+    with pytest.raises(UserError, match="the config differs in optimizer.lr"):
+        train(cfg, tmp_path / "run")
+    with pytest.raises(UserError, match="there is no .*checkpoint.pt"):
+        train(cfg, tmp_path / "elsewhere")
