@@ -1,0 +1,512 @@
+"""`python -m mnist_sweep.bench`: the project's training path against the reference pipeline.
+
+Each mode measures both sides in one process, interleaved, because the machines
+this project runs on are shared: a figure taken at another moment is not
+comparable.
+
+speed (default)
+    images/s of (a) the reference READMEs' pipeline (torchvision `MNIST` with
+    per-sample PIL transforms behind a `DataLoader`, a plain step that reads
+    `loss.item()` every batch) and (b) the project's own path (`prepare_data`,
+    `prepare_model`, `train_epoch`), same model, optimizer and batch size. The
+    last line is `speedup: <b/a>`, the median of the per-round ratios.
+--time-to-target
+    trains with the project's `train()` and reports the seconds of training
+    (evaluation and compilation apart) and whether the final epoch reached
+    `target_acc`.
+--accuracy
+    one epoch on a training subset by each path, from the same initial weights,
+    in the same batch order, without augmentation: the two test accuracies must
+    agree within --tolerance, or the exit code is 1.
+
+Extra positional arguments are Hydra overrides (`trainer.threads=null`,
+`data.batch_size=256`, ...), applied to the composed config of every mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import functools
+import itertools
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
+
+from mnist_sweep.data import DeviceData, prepare_data
+from mnist_sweep.errors import UserError
+from mnist_sweep.model import build_model
+from mnist_sweep.optim import build_optimizer, build_scheduler, steps_per_epoch
+from mnist_sweep.train import (
+    autocast_context,
+    cpu_threads,
+    evaluate,
+    prepare_model,
+    resolve_device,
+    train,
+    train_epoch,
+)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SPEED_MODEL = "era_s6"  # the 17,430-param net whose reference epoch is timed
+# The reference READMEs' normalisation and rotation, as they wrote them.
+REF_MEAN, REF_STD = (0.1307,), (0.3081,)
+REF_DEGREES = (-7.0, 7.0)
+
+
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """The real config groups, composed as `python -m mnist_sweep` would."""
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def _set(cfg: DictConfig, **changes: Any) -> DictConfig:
+    """A copy of the config with dotted keys set (`data__train_subset=...`)."""
+    cfg = copy.deepcopy(cfg)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
+    return cfg
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """Median of per-round ratios: a round's two figures share the machine's load."""
+    return statistics.median(b / a for b, a in zip(numerators, denominators, strict=True))
+
+
+# --- (a) the reference pipeline ---------------------------------------------------
+
+
+def reference_loader(
+    root: str | Path,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    augment: bool = True,
+    subset: int | None = None,
+    order: Tensor | None = None,
+) -> DataLoader:
+    """The READMEs' loader: torchvision MNIST, PIL transforms per sample, worker processes.
+
+    `order` replaces the shuffle with a fixed sample order (the accuracy check
+    feeds both paths the same batches).
+    """
+    steps: list[Any] = [transforms.RandomRotation(REF_DEGREES, fill=0)] if augment else []
+    steps += [transforms.ToTensor(), transforms.Normalize(REF_MEAN, REF_STD)]
+    dataset: Any = datasets.MNIST(str(root), train=True, transform=transforms.Compose(steps))
+    if subset is not None:
+        dataset = Subset(dataset, range(subset))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=order is None,
+        sampler=None if order is None else order.tolist(),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        # Its own generator, so the loader leaves the global RNG (dropout's) alone.
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def endless(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches forever: a new epoch (and its worker start-up) whenever one runs out."""
+    while True:
+        yield from loader
+
+
+def reference_steps(
+    model: nn.Module,
+    batches: Iterator[tuple[Tensor, Tensor]],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    count: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> None:
+    """The READMEs' training step, `count` times."""
+    model.train()
+    for x, y in itertools.islice(batches, count):
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss.item()  # the READMEs print it on their tqdm bar every step
+
+
+# --- (b) the project's path -----------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ProjectRun:
+    """Everything `train()` builds before its epoch loop, for timing `train_epoch` alone."""
+
+    cfg: DictConfig
+    model: nn.Module
+    data: DeviceData
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    autocast: Callable[[], contextlib.AbstractContextManager]
+
+    def epoch(self, data: DeviceData | None = None) -> tuple[float, float]:
+        return train_epoch(
+            self.model,
+            self.data if data is None else data,
+            self.optimizer,
+            self.scheduler,
+            self.cfg,
+            self.generator,
+            self.autocast,
+        )
+
+
+def project_run(cfg: DictConfig, device: torch.device, epochs: int) -> ProjectRun:
+    """Data, model, optimizer and schedule as `train()` builds them (seeded the same way)."""
+    torch.manual_seed(cfg.trainer.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
+    model = prepare_model(build_model(cfg.model, cfg.dropout.p), cfg.trainer, device)
+    data = prepare_data(cfg.data, device)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    scheduler = build_scheduler(
+        cfg.scheduler, optimizer, steps_per_epoch(data.n_train, cfg.data.batch_size), epochs
+    )
+    return ProjectRun(
+        cfg=cfg,
+        model=model,
+        data=data,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        autocast=autocast_context(cfg.trainer.precision, device),
+    )
+
+
+def _first_batches(data: DeviceData, images: int) -> DeviceData:
+    return dataclasses.replace(data, train_x=data.train_x[:images], train_y=data.train_y[:images])
+
+
+# --- speed ------------------------------------------------------------------------------
+
+
+def run_speed(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -> float:
+    """Interleaved rounds of `args.batches` timed batches per path; returns the speedup."""
+    batch_size = cfg.data.batch_size
+    images = args.batches * batch_size
+    if images > 60000:
+        raise UserError(f"--batches {args.batches} x batch {batch_size} exceeds MNIST's 60,000")
+    # Each path runs under its own thread count (cpu_threads restores it after).
+    ref_threads = functools.partial(cpu_threads, args.reference_threads)
+    proj_threads = functools.partial(cpu_threads, cfg.trainer.get("threads"))
+
+    # One train_epoch over exactly `batches` batches is one timed round of (b); the
+    # warm-up is one more, shorter epoch, so the schedule is sized for repeats + 1.
+    proj = project_run(_set(cfg, data__train_subset=images), device, args.repeats + 1)
+    warmup = _first_batches(proj.data, min(max(1, args.warmup), args.batches) * batch_size)
+    torch.manual_seed(cfg.trainer.seed)
+    ref_model = build_model(cfg.model, cfg.dropout.p).to(device)
+    ref_optimizer = build_optimizer(cfg.optimizer, ref_model)
+    ref_batches = endless(reference_loader(cfg.data.root, batch_size, args.num_workers, device))
+
+    with ref_threads():
+        ref_thread_count = torch.get_num_threads()
+        t0 = time.perf_counter()
+        reference_steps(ref_model, ref_batches, ref_optimizer, device, args.warmup)
+        ref_warmup = time.perf_counter() - t0
+    with proj_threads():
+        proj_thread_count = torch.get_num_threads()
+        t0 = time.perf_counter()
+        proj.epoch(warmup)
+        _sync(device)
+        proj_warmup = time.perf_counter() - t0
+    print(
+        f"model {cfg.model.name}, batch {batch_size}, {args.batches} batches x "
+        f"{args.repeats} rounds, device {device}"
+    )
+    print(
+        f"(a) {ref_thread_count} threads + {args.num_workers} DataLoader workers, "
+        f"warm-up {ref_warmup:.1f} s; (b) {proj_thread_count} threads, "
+        f"channels_last={cfg.trainer.get('channels_last', False)}, warm-up {proj_warmup:.1f} s"
+    )
+
+    ref_rates: list[float] = []
+    proj_rates: list[float] = []
+    for round_ in range(1, args.repeats + 1):
+        with ref_threads():
+            _sync(device)
+            t0 = time.perf_counter()
+            reference_steps(ref_model, ref_batches, ref_optimizer, device, args.batches)
+            _sync(device)
+            ref_rates.append(images / (time.perf_counter() - t0))
+        with proj_threads():
+            t0 = time.perf_counter()
+            proj.epoch()  # ends with .item(): the device is done when it returns
+            proj_rates.append(images / (time.perf_counter() - t0))
+        print(
+            f"round {round_}: (a) {ref_rates[-1]:,.0f} images/s, (b) {proj_rates[-1]:,.0f} "
+            f"images/s, ratio {proj_rates[-1] / ref_rates[-1]:.2f}"
+        )
+    speedup = _median_ratio(proj_rates, ref_rates)
+    print(f"(a) reference DataLoader pipeline: {statistics.median(ref_rates):,.0f} images/s")
+    print(f"(b) project path: {statistics.median(proj_rates):,.0f} images/s")
+    print(f"speedup: {speedup:.2f}")
+    return speedup
+
+
+def run_variants(
+    args: argparse.Namespace, cfg: DictConfig, variants: dict[str, DictConfig], device: torch.device
+) -> dict[str, float]:
+    """The project path under each variant config, interleaved with `cfg`; median ratios."""
+    configs = {"as configured": cfg, **variants}
+    images = args.batches * cfg.data.batch_size
+    warmup_batches = min(max(1, args.warmup), args.batches)
+    runs = {}
+    for label, variant in configs.items():
+        run = project_run(_set(variant, data__train_subset=images), device, args.repeats + 1)
+        warmup = _first_batches(run.data, warmup_batches * variant.data.batch_size)
+        with cpu_threads(variant.trainer.get("threads")):
+            t0 = time.perf_counter()
+            run.epoch(warmup)  # where a variant's one-off costs (kernel selection) land
+            _sync(device)
+            print(f"warm-up {label}: {time.perf_counter() - t0:.1f} s")
+        runs[label] = run
+    rates: dict[str, list[float]] = {label: [] for label in configs}
+    for round_ in range(1, args.repeats + 1):
+        for label, run in runs.items():
+            with cpu_threads(run.cfg.trainer.get("threads")):
+                t0 = time.perf_counter()
+                run.epoch()
+                rates[label].append(run.data.n_train / (time.perf_counter() - t0))
+        print(f"round {round_}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()))
+    base = rates["as configured"]
+    ratios = {label: _median_ratio(r, base) for label, r in rates.items()}
+    for label, r in rates.items():
+        print(
+            f"{label}: {statistics.median(r):,.0f} images/s, {ratios[label]:.2f}x "
+            f"(rounds {', '.join(f'{b / a:.2f}' for b, a in zip(r, base, strict=True))})"
+        )
+    return ratios
+
+
+# --- accuracy -----------------------------------------------------------------------------
+
+
+def run_accuracy(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -> bool:
+    """One epoch on a subset by each path, same start and batch order; True when they agree."""
+    # The reference rotates with PIL, the project warps per batch; no augmentation
+    # on either side leaves only the pipelines themselves to compare.
+    cfg = _set(cfg, data__train_subset=args.subset, data__augment__strength=0.0)
+    batch_size = cfg.data.batch_size
+    proj = project_run(cfg, device, epochs=1)
+    # train_epoch's first draw from this generator is its shuffle: replay it for (a).
+    order = torch.randperm(
+        proj.data.n_train,
+        device=device,
+        generator=torch.Generator(device=device).manual_seed(cfg.trainer.seed),
+    ).cpu()
+
+    with cpu_threads(cfg.trainer.get("threads")):
+        t0 = time.perf_counter()
+        proj.epoch()
+        proj_seconds = time.perf_counter() - t0
+        _, proj_acc = evaluate(
+            proj.model, proj.data.test_x, proj.data.test_y, cfg.data.eval_batch_size, proj.autocast
+        )
+
+    torch.manual_seed(cfg.trainer.seed)  # the same initial weights and dropout stream as (b)
+    ref_model = build_model(cfg.model, cfg.dropout.p).to(device)
+    ref_optimizer = build_optimizer(cfg.optimizer, ref_model)
+    ref_scheduler = build_scheduler(
+        cfg.scheduler, ref_optimizer, steps_per_epoch(args.subset, batch_size), 1
+    )
+    loader = reference_loader(
+        cfg.data.root, batch_size, args.num_workers, device, False, args.subset, order
+    )
+    with cpu_threads(args.reference_threads):
+        t0 = time.perf_counter()
+        reference_steps(ref_model, iter(loader), ref_optimizer, device, len(loader), ref_scheduler)
+        ref_seconds = time.perf_counter() - t0
+        _, ref_acc = evaluate(
+            ref_model, proj.data.test_x, proj.data.test_y, cfg.data.eval_batch_size
+        )
+
+    gap = proj_acc - ref_acc
+    print(
+        f"model {cfg.model.name}, 1 epoch on {args.subset:,} images, batch {batch_size}, "
+        f"no augmentation, device {device}"
+    )
+    print(f"(a) reference DataLoader pipeline: test accuracy {ref_acc:.2f}% ({ref_seconds:.1f} s)")
+    print(f"(b) project path: test accuracy {proj_acc:.2f}% ({proj_seconds:.1f} s)")
+    ok = abs(gap) <= args.tolerance
+    print(f"accuracy gap: {gap:+.2f} points (tolerance {args.tolerance}): {'ok' if ok else 'FAIL'}")
+    return ok
+
+
+# --- time to target -------------------------------------------------------------------------
+
+
+def run_time_to_target(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Train with the real `train()`; report its training seconds and the target's fate."""
+    metrics = train(cfg, out_dir)
+    epochs = metrics["epochs"]
+    first = next((e for e in epochs if e["test_acc"] >= metrics["target_acc"]), None)
+    report = {
+        "model": metrics["model"],
+        "params": metrics["params"],
+        "device": metrics["device"],
+        "epochs": len(epochs),
+        "test_acc": metrics["test_acc"],
+        "target_acc": metrics["target_acc"],
+        "reached_target": metrics["reached_target"],
+        "train_seconds": metrics["train_seconds"],
+        # None: the trainer has no compilation step (torch.compile lost on CPU, see
+        # docs/BENCHMARKS.md); a trainer that compiles would report it apart here.
+        "compile_seconds": metrics.get("compile_seconds"),
+        "eval_seconds": round(sum(e["eval_seconds"] for e in epochs), 3),
+        "first_epoch_at_target": first and first["epoch"],
+        "seconds_to_first_epoch_at_target": first
+        and round(sum(e["seconds"] for e in epochs[: first["epoch"]]), 3),
+    }
+    plural = "" if report["epochs"] == 1 else "s"
+    print(
+        f"model {report['model']} ({report['params']:,} params), {report['epochs']} "
+        f"epoch{plural} on {report['device']}"
+    )
+    print(
+        f"final test accuracy {report['test_acc']:.2f}% (target {report['target_acc']}%): "
+        f"{'reached' if report['reached_target'] else 'not reached'}"
+    )
+    compiled = report["compile_seconds"]
+    print(
+        f"training {report['train_seconds']:.1f} s, evaluation {report['eval_seconds']:.1f} s "
+        "(not counted in training), "
+        + ("no compilation" if compiled is None else f"compilation {compiled:.1f} s (not counted)")
+    )
+    if first is not None:
+        print(
+            f"first epoch at or above target: {first['epoch']} "
+            f"({report['seconds_to_first_epoch_at_target']:.1f} s of training)"
+        )
+    if report["reached_target"]:
+        print(f"time_to_target: {report['train_seconds']:.2f} s")
+    else:
+        print(f"time_to_target: not reached ({report['test_acc']:.2f}% < {report['target_acc']}%)")
+    return report
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m mnist_sweep.bench",
+        description="Time the project's training path against the reference DataLoader pipeline.",
+    )
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.threads=null")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--time-to-target", action="store_true", help="train() until the end; report seconds"
+    )
+    mode.add_argument(
+        "--accuracy", action="store_true", help="check both paths reach the same accuracy"
+    )
+    mode.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="OVERRIDES",
+        help="time the project path under each quoted set of overrides against the config "
+        "as given (no reference path), e.g. 'trainer.channels_last=false'",
+    )
+    p.add_argument("--batches", type=int, default=50, help="timed batches per path and round")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (a, b, a, b, ...)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches per path first")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--model",
+        help=f"model preset (default: {SPEED_MODEL}; --time-to-target: the config's default)",
+    )
+    p.add_argument("--num-workers", type=int, default=2, help="reference DataLoader workers")
+    p.add_argument(
+        "--reference-threads",
+        type=int,
+        help="intra-op threads of the reference path (default: torch's, as the READMEs ran)",
+    )
+    p.add_argument("--data-root", help="folder holding MNIST/raw (default: data.root)")
+    p.add_argument("--target", type=float, help="--time-to-target: accuracy to reach (%%)")
+    p.add_argument("--epochs", type=int, help="--time-to-target: trainer.epochs")
+    p.add_argument(
+        "--subset", type=int, default=60000, help="--accuracy: training images (one epoch)"
+    )
+    p.add_argument("--tolerance", type=float, default=0.5, help="--accuracy: allowed gap in points")
+    p.add_argument("--out", type=Path, help="--time-to-target: run folder (default: temporary)")
+    args = p.parse_args(argv)
+    for name in ("batches", "repeats", "subset"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.warmup < 0 or args.num_workers < 0:
+        p.error("--warmup and --num-workers must not be negative")
+    if args.reference_threads is not None and args.reference_threads < 1:
+        p.error("--reference-threads must be at least 1")
+    return args
+
+
+def build_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> DictConfig:
+    """Options first, then the positional overrides, then `extra`; the later win."""
+    overrides = [f"trainer.device={args.device}", "trainer.progress=false"]
+    model = args.model or (None if args.time_to_target else SPEED_MODEL)
+    if model:
+        overrides.append(f"model={model}")
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.target is not None:
+        overrides.append(f"target_acc={args.target}")
+    if args.epochs is not None:
+        overrides.append(f"trainer.epochs={args.epochs}")
+    return compose_config([*overrides, *args.overrides, *extra])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+        device = resolve_device(cfg.trainer.device)
+        if args.time_to_target:
+            with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
+                run_time_to_target(cfg, args.out or Path(tmp))
+            return 0
+        if args.accuracy:
+            return 0 if run_accuracy(args, cfg, device) else 1
+        if args.variants:
+            variants = {v: build_config(args, shlex.split(v)) for v in args.variants}
+            run_variants(args, cfg, variants, device)
+            return 0
+        run_speed(args, cfg, device)
+        return 0
+    except (UserError, HydraException) as e:  # bad input: one line, as the trainer does
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

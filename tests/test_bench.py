@@ -1,0 +1,140 @@
+"""The benchmark CLI's output shape, and the speed settings' promise to change nothing computed.
+
+No assertion here is about speed: timings on a shared machine belong in
+docs/BENCHMARKS.md, never in a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnist_sweep.bench import run_time_to_target
+from mnist_sweep.errors import UserError
+from mnist_sweep.model import Dropout, build_model
+from mnist_sweep.train import cpu_threads, prepare_model
+from tests.conftest import DATA_ROOT, REPO, compose_config
+
+RATE = r"([\d,]+) images/s"
+
+
+def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MNIST_DATA": str(DATA_ROOT), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_sweep.bench", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_speed_prints_both_rates_and_ends_with_the_speedup(data_root):
+    result = run_bench("--batches", "5", "--repeats", "1", "--warmup", "1", "--num-workers", "0")
+    out = result.stdout
+    assert re.search(rf"^\(a\) reference DataLoader pipeline: {RATE}$", out, re.M), out
+    assert re.search(rf"^\(b\) project path: {RATE}$", out, re.M), out
+    assert "model era_s6, batch 128" in out
+    speedup = re.fullmatch(r"speedup: (\d+\.\d+)", _last_line(result))
+    assert speedup, out
+    assert float(speedup.group(1)) > 0
+
+
+def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
+    result = run_bench(
+        "--time-to-target",
+        "--target", "20",
+        "--epochs", "1",
+        "--out", str(tmp_path / "run"),
+        "data.train_subset=2000", "data.batch_size=64", "optimizer.lr=0.1",
+    )  # fmt: skip
+    out = result.stdout
+    assert re.search(r"^model small \(4,882 params\), 1 epoch on .+$", out, re.M), out
+    assert re.search(r"^final test accuracy [\d.]+% \(target 20.0%\): reached$", out, re.M), out
+    seconds = r"^training [\d.]+ s, evaluation [\d.]+ s \(not counted in training\), "
+    assert re.search(seconds + r"(no compilation|compilation [\d.]+ s)", out, re.M), out
+    assert re.fullmatch(r"time_to_target: \d+\.\d+ s", _last_line(result)), out
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_both_paths_train_identically_without_the_layout_change(data_root):
+    # Same weights, batch order, dropout stream and thread count: only the data
+    # pipelines differ, and they must feed the net the very same numbers.
+    result = run_bench(
+        "--accuracy", "--subset", "1024", "--num-workers", "0", "--reference-threads", "1",
+        "--tolerance", "0", "trainer.channels_last=false", "trainer.threads=1",
+    )  # fmt: skip
+    assert "(a) reference DataLoader pipeline: test accuracy" in result.stdout
+    assert _last_line(result).startswith("accuracy gap: +0.00 points"), result.stdout
+    assert _last_line(result).endswith(": ok")
+
+
+def test_bad_override_is_one_line():
+    result = run_bench("--batches", "1", "trainer.no_such_key=1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_channels_last_changes_layout_not_results():
+    cfg = compose_config(["model=era_s6"])
+    x = torch.randn(16, 1, 28, 28)
+    y = torch.randint(0, 10, (16,))
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        trainer_cfg = {"channels_last": channels_last}
+        model = prepare_model(build_model(cfg.model, 0.0), trainer_cfg, torch.device("cpu"))
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        results.append((loss.item(), model[0].weight.grad.clone()))
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
+
+
+def test_cpu_dropout_keeps_the_same_distribution():
+    torch.manual_seed(0)
+    layer = Dropout(0.1)
+    x = torch.ones(1_000_000, requires_grad=True)
+    out = layer(x)
+    kept = out != 0
+    assert kept.float().mean().item() == pytest.approx(0.9, abs=0.002)
+    assert torch.allclose(out[kept], torch.tensor(1 / 0.9))  # survivors scaled by 1/(1-p)
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient flows through the same mask
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_cpu_threads_sets_restores_and_validates():
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(UserError, match="trainer.threads"), cpu_threads(0):
+        pass
+
+
+def test_time_to_target_counts_only_training_seconds(quick_cfg, tmp_path: Path):
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 2})
+    report = run_time_to_target(cfg, tmp_path)
+    epochs = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
+    assert report["epochs"] == 2
+    assert report["train_seconds"] == pytest.approx(sum(e["seconds"] for e in epochs), abs=0.01)
+    assert report["eval_seconds"] == pytest.approx(sum(e["eval_seconds"] for e in epochs))
