@@ -19,8 +19,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
-from tests.conftest import CONF_DIR, run_cli, start_cli, wait_until
-from tests.test_sweep import SWEEP
+from tests.conftest import CONF_DIR, start_cli, wait_until
+from tests.test_sweep import SWEEP, run_sweep
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PASSWORD = "s3cret-never-logged"
@@ -211,16 +211,14 @@ def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):
     storage.record_heartbeat(lost._trial_id)
     time.sleep(3)  # past the grace period
 
-    result = run_cli(
-        *SWEEP,
+    run_sweep(
+        tmp_path,
         "hydra.sweeper.study_name=remote",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.heartbeat_interval=1",
         "hydra.sweeper.grace_period=2",
         "hydra.sweeper.retry_failed=1",
-        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name="remote", storage=storage_url).trials
     assert trials[0].state == TrialState.FAIL
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 0]
@@ -229,15 +227,13 @@ def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):
 
 
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
-    result = run_cli(
-        *SWEEP,
+    run_sweep(
+        tmp_path,
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.n_jobs=2",
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
-        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
     _check_shared_study(tmp_path, storage, 2)
 

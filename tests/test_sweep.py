@@ -31,6 +31,12 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def run_sweep(cwd: Path, *args: str) -> None:
+    """A small real sweep (SWEEP plus `args`) run from `cwd`; it must succeed."""
+    result = run_cli(*SWEEP, *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def _study(cwd: Path) -> optuna.Study:
     (name,) = optuna.get_all_study_names(f"sqlite:///{cwd}/outputs/optuna.db")
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/outputs/optuna.db")
@@ -45,8 +51,7 @@ def _sweep_dir(cwd: Path) -> Path:
 def finished_sweep(tmp_path_factory) -> Path:
     """One real 4-trial sweep that selects on a held-out validation split."""
     cwd = tmp_path_factory.mktemp("sweep")
-    result = run_cli(*SWEEP, "hydra.sweeper.n_trials=4", "data.val_size=200", cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_sweep(cwd, "hydra.sweeper.n_trials=4", "data.val_size=200")
     return cwd
 
 
@@ -189,11 +194,14 @@ def test_study_name_follows_the_command():
 
 def test_pruned_trial_is_pruned_in_the_study_and_its_run_folder(tmp_path):
     # A threshold of 0 points of error prunes every trial after its first epoch.
-    result = run_cli(
-        *SWEEP, "trainer.epochs=3", "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=threshold",
-        "hydra.sweeper.pruner.upper=0.0", "hydra.sweeper.pruner.n_warmup_steps=1", cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_sweep(
+        tmp_path,
+        "trainer.epochs=3",
+        "hydra.sweeper.n_trials=2",
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.upper=0.0",
+        "hydra.sweeper.pruner.n_warmup_steps=1",
+    )
     trials = _study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
     for trial in trials:
@@ -243,11 +251,13 @@ def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
 
 
 def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
-    result = run_cli(
-        *SWEEP, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_sweep(
+        tmp_path,
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
     trials = _study(tmp_path).trials
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.state in FINISHED for t in trials)
