@@ -212,24 +212,25 @@ def test_pruned_trial_is_pruned_in_the_study_and_its_run_folder(tmp_path):
     assert winner["params"] is None
 
 
+def mid_sweep(cwd: Path) -> bool:
+    """One trial finished and the next mid-training: an epoch reported, two still to go."""
+    trials = _study(cwd).trials
+    running = [
+        t for t in trials if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 2
+    ]
+    return bool(running) and any(t.state == TrialState.COMPLETE for t in trials)
+
+
 def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     args = [*SWEEP, "data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=3",
             "hydra/sweeper/pruner=none"]  # fmt: skip
     first = start_cli(*args, cwd=tmp_path)
 
-    def mid_sweep() -> bool:
-        # One trial finished, the next mid-training: an epoch reported, two still to go.
-        trials = _study(tmp_path).trials
-        running = [
-            t
-            for t in trials
-            if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 2
-        ]
-        return bool(running) and any(t.state == TrialState.COMPLETE for t in trials)
-
     try:
         wait_until(
-            mid_sweep, "a finished trial plus a running one", alive=lambda: first.poll() is None
+            lambda: mid_sweep(tmp_path),
+            "a finished trial plus a running one",
+            alive=lambda: first.poll() is None,
         )
     finally:
         os.killpg(first.pid, signal.SIGKILL)
@@ -300,3 +301,23 @@ def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert [t.state for t in _study(tmp_path).trials] == [TrialState.FAIL, TrialState.FAIL]
     assert (_sweep_dir(tmp_path) / "winner.json").is_file()
+
+
+def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
+    args = ["data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=3"]
+    run = start_cli(*SWEEP, *args, "hydra/sweeper/pruner=none", cwd=tmp_path)
+    try:
+        wait_until(lambda: mid_sweep(tmp_path), "a trial mid-way", alive=lambda: run.poll() is None)
+    finally:
+        os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130
+    assert "Traceback" not in err
+    assert "re-run the same command to continue" in err
+    trials = _study(tmp_path).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    (stopped,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    assert any(t.state == TrialState.COMPLETE for t in trials)
+    metrics = json.loads((tmp_path / stopped.user_attrs["run_dir"] / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
