@@ -169,16 +169,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         if storage:
             if str(storage).startswith("sqlite:///"):
                 Path(str(storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-            # Heartbeats let any worker tell a trial whose process died from a slow one.
-            self._rdb = storage = optuna.storages.RDBStorage(
-                str(storage),
-                heartbeat_interval=self.heartbeat_interval,
-                grace_period=self.grace_period,
-                heartbeat_stale_trial_callback=self._after_stale,
-                engine_kwargs={"connect_args": {"timeout": 60}}
-                if str(storage).startswith("sqlite")
-                else {},
-            )
+            self._rdb = storage = self._connect(str(storage))
         elif type(self.launcher).__name__ != "BasicLauncher":
             _user_error(
                 "jobs in other processes cannot reach an in-memory study; set hydra.sweeper.storage"
@@ -193,6 +184,31 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         )
         LOCAL_STUDIES[study.study_name] = study
         return study
+
+    def _connect(self, url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                # Heartbeats let any worker tell a trial whose process died from a slow one.
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=self.heartbeat_interval,
+                    grace_period=self.grace_period,
+                    heartbeat_stale_trial_callback=self._after_stale,
+                    engine_kwargs={"connect_args": {"timeout": 60}}
+                    if url.startswith("sqlite")
+                    else {},
+                )
+            except SQLAlchemyError:
+                # Workers starting together on a fresh database race to create
+                # Optuna's tables; a loser finds them made when it tries again.
+                if attempt == attempts:
+                    raise
+                log.info("storage not ready (attempt %d of %d), retrying", attempt, attempts)
+                time.sleep(attempt)
 
     def _owed(self, study: optuna.Study) -> int:
         # Trials other workers are running count as under way (shared studies).
