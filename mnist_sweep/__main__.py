@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -11,13 +10,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mnist_sweep.config import CONF_DIR
 from mnist_sweep.errors import UserError
 from mnist_sweep.pruning import trial_reporter
 from mnist_sweep.train import train
-
-# Absolute, so that the `mnist-sweep` console script (where this module is not
-# __main__) finds the same configs as `python -m mnist_sweep`.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def objective_values(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -25,7 +21,7 @@ def objective_values(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: metrics[key] for key in ("params", "test_acc", "val_acc", "best_test_acc")}
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config")
+@hydra.main(config_path=str(CONF_DIR), config_name="config")
 def task(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     try:

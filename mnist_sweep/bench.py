@@ -42,13 +42,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
+from mnist_sweep.config import compose_config
 from mnist_sweep.data import DeviceData, prepare_data
 from mnist_sweep.errors import UserError
 from mnist_sweep.model import build_model
@@ -59,21 +59,15 @@ from mnist_sweep.train import (
     evaluate,
     prepare_model,
     resolve_device,
+    sync,
     train,
     train_epoch,
 )
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SPEED_MODEL = "era_s6"  # the 17,430-param net whose reference epoch is timed
 # The reference READMEs' normalisation and rotation, as they wrote them.
 REF_MEAN, REF_STD = (0.1307,), (0.3081,)
 REF_DEGREES = (-7.0, 7.0)
-
-
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The real config groups, composed as `python -m mnist_sweep` would."""
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def _set(cfg: DictConfig, **changes: Any) -> DictConfig:
@@ -82,11 +76,6 @@ def _set(cfg: DictConfig, **changes: Any) -> DictConfig:
     for key, value in changes.items():
         OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
     return cfg
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
@@ -238,7 +227,7 @@ def run_speed(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -
         proj_thread_count = torch.get_num_threads()
         t0 = time.perf_counter()
         proj.epoch(warmup)
-        _sync(device)
+        sync(device)
         proj_warmup = time.perf_counter() - t0
     print(
         f"model {cfg.model.name}, batch {batch_size}, {args.batches} batches x "
@@ -254,10 +243,10 @@ def run_speed(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -
     proj_rates: list[float] = []
     for round_ in range(1, args.repeats + 1):
         with ref_threads():
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             reference_steps(ref_model, ref_batches, ref_optimizer, device, args.batches)
-            _sync(device)
+            sync(device)
             ref_rates.append(images / (time.perf_counter() - t0))
         with proj_threads():
             t0 = time.perf_counter()
@@ -288,7 +277,7 @@ def run_variants(
         with cpu_threads(variant.trainer.get("threads")):
             t0 = time.perf_counter()
             run.epoch(warmup)  # where a variant's one-off costs (kernel selection) land
-            _sync(device)
+            sync(device)
             print(f"warm-up {label}: {time.perf_counter() - t0:.1f} s")
         runs[label] = run
     rates: dict[str, list[float]] = {label: [] for label in configs}

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mnist_sweep import plots
+from mnist_sweep.processes import process_alive
 
 # Spelled out here rather than imported from run_folder, which pulls in torch
 # (seconds of start-up for a command that only reads text files).
@@ -150,13 +151,7 @@ def still_running(metrics: dict[str, Any], metrics_file: Path) -> bool:
     """Is the process that writes this "running" run alive, or was it killed?"""
     pid = metrics.get("pid")
     if metrics.get("host") == socket.gethostname() and isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
+        return process_alive(pid)
     # Another machine: alive if it wrote within about three epochs' time.
     epoch = max(
         (e.get("seconds", 0) + e.get("eval_seconds", 0) for e in metrics["epochs"]), default=0

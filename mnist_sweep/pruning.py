@@ -30,6 +30,15 @@ def selection_accuracy(metrics: dict[str, Any]) -> float:
     return metrics["val_acc"] if metrics.get("val_acc") is not None else metrics["test_acc"]
 
 
+def error_of(accuracy: float) -> float:
+    """What a trial reports per epoch: its error in points, which the study minimises."""
+    return 100.0 - accuracy
+
+
+def accuracy_of(error: float) -> float:
+    return 100.0 - error
+
+
 def is_feasible(trial: FrozenTrial) -> bool:
     return bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
 
@@ -87,7 +96,7 @@ def trial_reporter(sweeper_cfg: Any) -> EpochCallback | None:
     def report(metrics: dict[str, Any]) -> None:
         epoch = metrics["epochs"][-1]["epoch"]
         accuracy = selection_accuracy(metrics)
-        trial.report(100.0 - accuracy, step=epoch)
+        trial.report(error_of(accuracy), step=epoch)
         if epoch < metrics["epochs_planned"] and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {accuracy:.2f}% accuracy")
 

@@ -46,7 +46,14 @@ from omegaconf import DictConfig, open_dict, read_write
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_sweep import report, run_folder
-from mnist_sweep.pruning import LOCAL_STUDIES, TRIAL_ENV, build_pruner, selection_accuracy
+from mnist_sweep.processes import process_alive
+from mnist_sweep.pruning import (
+    LOCAL_STUDIES,
+    TRIAL_ENV,
+    accuracy_of,
+    build_pruner,
+    selection_accuracy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +96,6 @@ def _mark_run_failed(run_dir: str | None, reason: str) -> None:
     if metrics.get("status") == "running":
         metrics.update(status="failed", error=reason)
         run_folder.write_json(Path(run_dir) / run_folder.METRICS, metrics)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SmallestNetSweeper(OptunaSweeperImpl):
@@ -210,10 +207,13 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 log.info("storage not ready (attempt %d of %d), retrying", attempt, attempts)
                 time.sleep(attempt)
 
+    @staticmethod
+    def _taken(study: optuna.Study) -> list[FrozenTrial]:
+        """Finished trials, and running ones: in a shared study other workers' count too."""
+        return study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+
     def _owed(self, study: optuna.Study) -> int:
-        # Trials other workers are running count as under way (shared studies).
-        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        return self.n_trials - len(taken)
+        return self.n_trials - len(self._taken(study))
 
     def _fail(self, study: optuna.Study, trial: FrozenTrial | Trial, reason: str) -> bool:
         """Record a RUNNING trial as failed with its reason; False if it had finished meanwhile."""
@@ -249,7 +249,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # This host's dead workers need not wait for the heartbeat's grace period.
             owner_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-            dead = owner_host == host and pid.isdigit() and not _process_alive(int(pid))
+            dead = owner_host == host and pid.isdigit() and not process_alive(int(pid))
             if dead and self._fail(study, trial, "interrupted: the sweep process died"):
                 log.warning("trial %d was interrupted (its sweep process died)", trial.number)
                 self._retry(study, study.trials[trial.number])
@@ -260,8 +260,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
     def _surplus(self, study: optuna.Study, trial: Trial) -> bool:
         """True when workers racing for the last trials asked for one too many: the
         later trial number yields, so the study never holds more than n_trials."""
-        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        return sum(t.number < trial.number for t in taken) >= self.n_trials
+        return sum(t.number < trial.number for t in self._taken(study)) >= self.n_trials
 
     @contextmanager
     def _heartbeat(self, trials: list[Trial]) -> Iterator[None]:
@@ -305,7 +304,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         except optuna.TrialPruned as e:
             reported = study.trials[trial.number].intermediate_values
             if reported:
-                accuracy = 100.0 - reported[max(reported)]
+                accuracy = accuracy_of(reported[max(reported)])
                 trial.set_user_attr("selection_acc", accuracy)
                 trial.set_constraint("accuracy", target - accuracy)
             study.tell(trial, state=TrialState.PRUNED)

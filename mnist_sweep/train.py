@@ -58,7 +58,8 @@ def autocast_context(
     raise UserError(f'trainer.precision must be "32" or "bf16", got {precision!r}')
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device, so that a timer reads finished work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -254,7 +255,7 @@ def _train(
             metrics["device"],
         )  # fmt: skip
         for epoch in range(first_epoch, epochs + 1):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             train_loss, train_acc = train_epoch(
                 model,
@@ -266,7 +267,7 @@ def _train(
                 autocast,
                 f"epoch {epoch}/{epochs}",
             )
-            _sync(device)
+            sync(device)
             seconds = time.perf_counter() - t0
             if not torch.isfinite(torch.tensor(train_loss)):
                 raise TrainingDiverged(

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from mnist_sweep.config import CONF_DIR, compose_config  # noqa: F401 - shared with the tests
+
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
 # Real MNIST, never committed: ../shared/data beside the checkout, or $MNIST_DATA.
 DATA_ROOT = Path(os.environ.get("MNIST_DATA", REPO.parent / "shared" / "data")).resolve()
 
@@ -25,11 +25,6 @@ def data_root() -> Path:
     if not (DATA_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.fail(f"real MNIST not found under {DATA_ROOT}; set MNIST_DATA to its folder")
     return DATA_ROOT
-
-
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose(config_name="config", overrides=overrides or [])
 
 
 # Settings under which the 4.9k-param `small` net learns MNIST in seconds on a CPU.

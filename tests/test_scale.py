@@ -16,10 +16,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
-from tests.conftest import CONF_DIR, start_cli, wait_until
+from tests.conftest import compose_config, start_cli, wait_until
 from tests.test_sweep import SWEEP, run_sweep
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -239,16 +238,10 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
 
 
 def test_slurm_launcher_config_exposes_the_settings_users_change():
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                "hparams_search=smallest",
-                "hydra/launcher=slurm",
-                "hydra.launcher.partition=gpu",
-            ],
-            return_hydra_config=True,
-        )
+    cfg = compose_config(
+        ["hparams_search=smallest", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+        return_hydra_config=True,
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.partition == "gpu"
