@@ -109,7 +109,9 @@ def train_epoch(
     model.train()
     n, batch_size = data.n_train, cfg.data.batch_size
     aug = cfg.data.augment
-    strength = aug.strength
+    # Read once: config lookups cost more than they look, and these are per-step.
+    ranges = (aug.degrees * aug.strength, aug.translate * aug.strength, aug.scale * aug.strength)
+    augment = aug.strength > 0
     perm = torch.randperm(n, device=data.train_x.device, generator=generator)
     # Sums stay on the device: reading them every step would stall a GPU.
     loss_sum = torch.zeros((), device=data.train_x.device)
@@ -121,15 +123,8 @@ def train_epoch(
     for i in bar:
         idx = perm[i * batch_size : (i + 1) * batch_size]
         x, y = data.train_x[idx], data.train_y[idx]
-        if strength > 0:
-            x = random_affine(
-                x,
-                aug.degrees * strength,
-                aug.translate * strength,
-                aug.scale * strength,
-                data.background,
-                generator,
-            )
+        if augment:
+            x = random_affine(x, *ranges, data.background, generator)
         with autocast():
             logits = model(x)
             loss = F.cross_entropy(logits, y)
