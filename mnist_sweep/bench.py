@@ -51,7 +51,7 @@ from torchvision import datasets, transforms
 from mnist_sweep.config import compose_config
 from mnist_sweep.data import DeviceData, prepare_data
 from mnist_sweep.errors import UserError
-from mnist_sweep.model import build_model
+from mnist_sweep.model import Dropout, build_model
 from mnist_sweep.optim import build_optimizer, build_scheduler, steps_per_epoch
 from mnist_sweep.train import (
     autocast_context,
@@ -115,6 +115,19 @@ def reference_loader(
         # Its own generator, so the loader leaves the global RNG (dropout's) alone.
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def reference_model(cfg: DictConfig, device: torch.device) -> nn.Module:
+    """The same net with torch's stock layers, as the READMEs built it.
+
+    The project's Dropout draws its CPU mask more cheaply than nn.Dropout (same
+    distribution); the reference must pay what the READMEs paid.
+    """
+    model = build_model(cfg.model, cfg.dropout.p)
+    for i, layer in enumerate(model):
+        if isinstance(layer, Dropout):
+            model[i] = nn.Dropout(layer.p)
+    return model.to(device)
 
 
 def endless(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
@@ -199,66 +212,169 @@ def _first_batches(data: DeviceData, images: int) -> DeviceData:
 # --- speed ------------------------------------------------------------------------------
 
 
+# A timed round of the project side: images/s over `--batches` batches.
+TimedRound = Callable[[], float]
+
+
+@contextlib.contextmanager
+def one_training(
+    cfg: DictConfig, device: torch.device, args: argparse.Namespace
+) -> Iterator[tuple[str, float, TimedRound]]:
+    """The project path as `train()` runs it: yields (description, warm-up s, timed round)."""
+    images = args.batches * cfg.data.batch_size
+    # One train_epoch over exactly `batches` batches is one timed round; the warm-up
+    # is one more, shorter epoch, so the schedule is sized for repeats + 1.
+    proj = project_run(_set(cfg, data__train_subset=images), device, args.repeats + 1)
+    threads = functools.partial(cpu_threads, cfg.trainer.get("threads"))
+    with threads():
+        count = torch.get_num_threads()
+        t0 = time.perf_counter()
+        proj.epoch(_first_batches(proj.data, _warmup_batches(args) * cfg.data.batch_size))
+        sync(device)
+        warmup = time.perf_counter() - t0
+
+    def timed() -> float:
+        with threads():
+            t0 = time.perf_counter()
+            proj.epoch()  # ends with .item(): the device is done when it returns
+            return images / (time.perf_counter() - t0)
+
+    yield f"{count} thread{_s(count)}", warmup, timed
+
+
+def _training_worker(
+    cfg_yaml: str, device: str, epochs: int, warmup_images: int, conn: Any
+) -> None:
+    """One of --concurrent trainings, in its own process: a round whenever the parent asks."""
+    try:
+        cfg = OmegaConf.create(cfg_yaml)
+        with cpu_threads(cfg.trainer.get("threads")):
+            run = project_run(cfg, torch.device(device), epochs)
+            run.epoch(_first_batches(run.data, warmup_images))
+            conn.send(torch.get_num_threads())
+            while conn.recv():
+                run.epoch()
+                conn.send(0)
+    except Exception as e:  # the parent turns it into its one-line error
+        conn.send(f"{type(e).__name__}: {e}")
+
+
+@contextlib.contextmanager
+def concurrent_trainings(
+    cfg: DictConfig, device: torch.device, args: argparse.Namespace
+) -> Iterator[tuple[str, float, TimedRound]]:
+    """--concurrent N: N trainings at once (a sweep's trials), each in its own process.
+
+    A round is timed from the moment all N are told to start to the moment the
+    last one finishes, so the figure is the machine's throughput, not the best worker's.
+    """
+    n, images = args.concurrent, args.batches * cfg.data.batch_size
+    context = torch.multiprocessing.get_context("spawn")
+    conns, procs = [], []
+
+    def replies() -> list[Any]:
+        answers = [conn.recv() for conn in conns]
+        failed = [a for a in answers if isinstance(a, str)]
+        if failed:
+            raise UserError(f"a concurrent training failed: {failed[0]}")
+        return answers
+
+    try:
+        t0 = time.perf_counter()
+        for k in range(n):
+            parent, child = context.Pipe()
+            # Distinct seeds: a sweep's trials are distinct trainings.
+            trial = _set(cfg, data__train_subset=images, trainer__seed=cfg.trainer.seed + k)
+            proc = context.Process(
+                target=_training_worker,
+                args=(
+                    OmegaConf.to_yaml(trial, resolve=True),
+                    str(device),
+                    args.repeats + 1,
+                    _warmup_batches(args) * cfg.data.batch_size,
+                    child,
+                ),
+                daemon=True,
+            )
+            proc.start()
+            conns.append(parent)
+            procs.append(proc)
+        threads = replies()[0]
+        warmup = time.perf_counter() - t0  # process start-up and data loading included
+
+        def timed() -> float:
+            t0 = time.perf_counter()
+            for conn in conns:
+                conn.send(True)
+            replies()
+            return n * images / (time.perf_counter() - t0)
+
+        yield f"{n} trainings at once, {threads} thread{_s(threads)} each", warmup, timed
+    finally:
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.send(False)
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _warmup_batches(args: argparse.Namespace) -> int:
+    return min(max(1, args.warmup), args.batches)
+
+
 def run_speed(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -> float:
     """Interleaved rounds of `args.batches` timed batches per path; returns the speedup."""
     batch_size = cfg.data.batch_size
     images = args.batches * batch_size
     if images > 60000:
         raise UserError(f"--batches {args.batches} x batch {batch_size} exceeds MNIST's 60,000")
-    # Each path runs under its own thread count (cpu_threads restores it after).
     ref_threads = functools.partial(cpu_threads, args.reference_threads)
-    proj_threads = functools.partial(cpu_threads, cfg.trainer.get("threads"))
-
-    # One train_epoch over exactly `batches` batches is one timed round of (b); the
-    # warm-up is one more, shorter epoch, so the schedule is sized for repeats + 1.
-    proj = project_run(_set(cfg, data__train_subset=images), device, args.repeats + 1)
-    warmup = _first_batches(proj.data, min(max(1, args.warmup), args.batches) * batch_size)
     torch.manual_seed(cfg.trainer.seed)
-    ref_model = build_model(cfg.model, cfg.dropout.p).to(device)
+    ref_model = reference_model(cfg, device)
     ref_optimizer = build_optimizer(cfg.optimizer, ref_model)
     ref_batches = endless(reference_loader(cfg.data.root, batch_size, args.num_workers, device))
-
     with ref_threads():
         ref_thread_count = torch.get_num_threads()
         t0 = time.perf_counter()
         reference_steps(ref_model, ref_batches, ref_optimizer, device, args.warmup)
         ref_warmup = time.perf_counter() - t0
-    with proj_threads():
-        proj_thread_count = torch.get_num_threads()
-        t0 = time.perf_counter()
-        proj.epoch(warmup)
-        sync(device)
-        proj_warmup = time.perf_counter() - t0
-    print(
-        f"model {cfg.model.name}, batch {batch_size}, {args.batches} batches x "
-        f"{args.repeats} rounds, device {device}"
-    )
-    print(
-        f"(a) {ref_thread_count} threads + {args.num_workers} DataLoader workers, "
-        f"warm-up {ref_warmup:.1f} s; (b) {proj_thread_count} threads, "
-        f"channels_last={cfg.trainer.get('channels_last', False)}, warm-up {proj_warmup:.1f} s"
-    )
 
-    ref_rates: list[float] = []
-    proj_rates: list[float] = []
-    for round_ in range(1, args.repeats + 1):
-        with ref_threads():
-            sync(device)
-            t0 = time.perf_counter()
-            reference_steps(ref_model, ref_batches, ref_optimizer, device, args.batches)
-            sync(device)
-            ref_rates.append(images / (time.perf_counter() - t0))
-        with proj_threads():
-            t0 = time.perf_counter()
-            proj.epoch()  # ends with .item(): the device is done when it returns
-            proj_rates.append(images / (time.perf_counter() - t0))
+    project = concurrent_trainings if args.concurrent > 1 else one_training
+    with project(cfg, device, args) as (described, proj_warmup, project_round):
         print(
-            f"round {round_}: (a) {ref_rates[-1]:,.0f} images/s, (b) {proj_rates[-1]:,.0f} "
-            f"images/s, ratio {proj_rates[-1] / ref_rates[-1]:.2f}"
+            f"model {cfg.model.name}, batch {batch_size}, {args.batches} batches x "
+            f"{args.repeats} rounds, device {device}"
         )
+        print(
+            f"(a) {ref_thread_count} threads + {args.num_workers} DataLoader workers, "
+            f"warm-up {ref_warmup:.1f} s; (b) {described}, "
+            f"channels_last={cfg.trainer.get('channels_last', False)}, "
+            f"precision={cfg.trainer.precision}, warm-up {proj_warmup:.1f} s"
+        )
+        ref_rates: list[float] = []
+        proj_rates: list[float] = []
+        for round_ in range(1, args.repeats + 1):
+            with ref_threads():
+                sync(device)
+                t0 = time.perf_counter()
+                reference_steps(ref_model, ref_batches, ref_optimizer, device, args.batches)
+                sync(device)
+                ref_rates.append(images / (time.perf_counter() - t0))
+            proj_rates.append(project_round())
+            print(
+                f"round {round_}: (a) {ref_rates[-1]:,.0f} images/s, (b) {proj_rates[-1]:,.0f} "
+                f"images/s, ratio {proj_rates[-1] / ref_rates[-1]:.2f}"
+            )
     speedup = _median_ratio(proj_rates, ref_rates)
     print(f"(a) reference DataLoader pipeline: {statistics.median(ref_rates):,.0f} images/s")
-    print(f"(b) project path: {statistics.median(proj_rates):,.0f} images/s")
+    what = "project path" if args.concurrent == 1 else f"project path, {args.concurrent} at once"
+    print(f"(b) {what}: {statistics.median(proj_rates):,.0f} images/s")
     print(f"speedup: {speedup:.2f}")
     return speedup
 
@@ -269,7 +385,7 @@ def run_variants(
     """The project path under each variant config, interleaved with `cfg`; median ratios."""
     configs = {"as configured": cfg, **variants}
     images = args.batches * cfg.data.batch_size
-    warmup_batches = min(max(1, args.warmup), args.batches)
+    warmup_batches = _warmup_batches(args)
     runs = {}
     for label, variant in configs.items():
         run = project_run(_set(variant, data__train_subset=images), device, args.repeats + 1)
@@ -323,8 +439,8 @@ def run_accuracy(args: argparse.Namespace, cfg: DictConfig, device: torch.device
             proj.model, proj.data.test_x, proj.data.test_y, cfg.data.eval_batch_size, proj.autocast
         )
 
-    torch.manual_seed(cfg.trainer.seed)  # the same initial weights and dropout stream as (b)
-    ref_model = build_model(cfg.model, cfg.dropout.p).to(device)
+    torch.manual_seed(cfg.trainer.seed)  # the same initial weights as (b)
+    ref_model = reference_model(cfg, device)
     ref_optimizer = build_optimizer(cfg.optimizer, ref_model)
     ref_scheduler = build_scheduler(
         cfg.scheduler, ref_optimizer, steps_per_epoch(args.subset, batch_size), 1
@@ -435,6 +551,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--model",
         help=f"model preset (default: {SPEED_MODEL}; --time-to-target: the config's default)",
     )
+    p.add_argument(
+        "--concurrent",
+        type=int,
+        default=1,
+        help="speed mode: run (b) as this many trainings at once, each in its own process "
+        "(a sweep's trials sharing the machine); images/s is their total",
+    )
     p.add_argument("--num-workers", type=int, default=2, help="reference DataLoader workers")
     p.add_argument(
         "--reference-threads",
@@ -450,7 +573,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tolerance", type=float, default=0.5, help="--accuracy: allowed gap in points")
     p.add_argument("--out", type=Path, help="--time-to-target: run folder (default: temporary)")
     args = p.parse_args(argv)
-    for name in ("batches", "repeats", "subset"):
+    for name in ("batches", "repeats", "subset", "concurrent"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     if args.warmup < 0 or args.num_workers < 0:

@@ -92,25 +92,40 @@ def _check_feature_maps(specs: list[BlockSpec]) -> int:
 class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper mask on the CPU; the same layer everywhere else.
 
-    torch draws a CPU dropout mask with bernoulli_, about four times the cost of
-    a uniform draw, which made dropout a third of a CPU training step of these
-    nets (docs/BENCHMARKS.md). Same distribution: each activation is kept with
-    probability 1 - p and scaled by 1 / (1 - p). CUDA keeps torch's fused kernel,
-    and half-precision inputs keep torch's path too.
+    torch draws a CPU dropout mask with bernoulli_ (float32) or rand (what this
+    class used before), both one Mersenne-Twister call per activation: the draw
+    alone was the largest single cost of a CPU training step of these nets
+    (docs/BENCHMARKS.md). Here one 64-bit draw gives four 16-bit uniforms, and an
+    activation is kept when its uniform clears a threshold. The drop rate is p
+    rounded to a multiple of 1/65536 (0.1 becomes 0.1000061), and survivors are
+    scaled by 1 / (1 - that rate), so the layer stays unbiased. CUDA keeps
+    torch's fused kernel.
     """
 
+    LEVELS = 1 << 16  # one 16-bit uniform per activation
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            not self.training
-            or self.inplace
-            or not 0.0 < self.p < 1.0
-            or x.device.type != "cpu"
-            or x.dtype != torch.float32
-        ):
+        if not self.training or self.inplace or not 0.0 < self.p < 1.0 or not _cpu_dense(x):
             return super().forward(x)
-        # A uniform draw in [0, 1) is >= p with probability 1 - p; ge_ and mul_
-        # turn that buffer into the scaled mask without allocating another.
-        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        dropped = round(self.p * self.LEVELS)
+        # random_ over the whole int64 range: each 16-bit lane is uniform too.
+        bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64)
+        bits.random_(-(1 << 63), (1 << 63) - 1)
+        # The lanes laid out like x (NCHW or channels_last), so the mask is read
+        # in x's own order; a signed lane is kept when it is at or above this.
+        lanes = bits.view(torch.int16)[: x.numel()].as_strided(x.shape, x.stride())
+        keep = lanes >= dropped - self.LEVELS // 2
+        # In x's dtype, like torch's own dropout (bf16 under autocast).
+        return x * keep.to(x.dtype).mul_(self.LEVELS / (self.LEVELS - dropped))
+
+
+def _cpu_dense(x: torch.Tensor) -> bool:
+    """A CPU float tensor whose elements fill its storage in some layout."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+    )
 
 
 def build_model(model_cfg: Mapping[str, Any], dropout: float = 0.0) -> nn.Sequential:

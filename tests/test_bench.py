@@ -7,6 +7,7 @@ docs/BENCHMARKS.md, never in a test.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -16,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from mnist_sweep.bench import run_time_to_target
+from mnist_sweep.bench import _training_worker, reference_model, run_time_to_target
 from mnist_sweep.errors import UserError
 from mnist_sweep.model import Dropout, build_model
 from mnist_sweep.train import cpu_threads, prepare_model
@@ -71,12 +73,49 @@ def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
+def test_concurrent_trainings_report_their_total_rate(data_root):
+    result = run_bench(
+        "--batches", "3", "--repeats", "1", "--warmup", "1", "--num-workers", "0",
+        "--concurrent", "2",
+    )  # fmt: skip
+    out = result.stdout
+    assert "(b) 2 trainings at once, 1 thread each" in out, out
+    assert re.search(rf"^\(b\) project path, 2 at once: {RATE}$", out, re.M), out
+    assert re.fullmatch(r"speedup: \d+\.\d+", _last_line(result)), out
+
+
+def test_a_failing_concurrent_training_reports_why(tmp_path):
+    cfg = compose_config(["model=tiny", f"data.root={tmp_path}"])
+    parent, child = multiprocessing.Pipe()
+    _training_worker(OmegaConf.to_yaml(cfg), "cpu", 1, 128, child)
+    answer = parent.recv()
+    assert isinstance(answer, str) and answer.startswith("DataError: MNIST not found"), answer
+
+
+def test_the_reference_net_has_stock_layers_and_the_same_weights():
+    cfg = compose_config(["model=era_s6"])
+    torch.manual_seed(0)
+    ours = build_model(cfg.model, cfg.dropout.p)
+    torch.manual_seed(0)
+    reference = reference_model(cfg, torch.device("cpu"))
+    assert not any(isinstance(m, Dropout) for m in reference)
+    assert sum(type(m) is torch.nn.Dropout for m in reference) == 6
+    assert [type(m) for m in reference] == [
+        torch.nn.Dropout if isinstance(m, Dropout) else type(m) for m in ours
+    ]
+    ours_state, reference_state = ours.state_dict(), reference.state_dict()
+    assert ours_state.keys() == reference_state.keys()  # checkpoints load into either
+    for name, tensor in ours_state.items():
+        assert torch.equal(tensor, reference_state[name]), name
+
+
 def test_both_paths_train_identically_without_the_layout_change(data_root):
-    # Same weights, batch order, dropout stream and thread count: only the data
-    # pipelines differ, and they must feed the net the very same numbers.
+    # Same weights, batch order and thread count, and no dropout (the two draw their
+    # masks differently): only the data pipelines differ, and they must feed the
+    # net the very same numbers.
     result = run_bench(
         "--accuracy", "--subset", "1024", "--num-workers", "0", "--reference-threads", "1",
-        "--tolerance", "0", "trainer.channels_last=false", "trainer.threads=1",
+        "--tolerance", "0", "trainer.channels_last=false", "trainer.threads=1", "dropout=none",
     )  # fmt: skip
     assert "(a) reference DataLoader pipeline: test accuracy" in result.stdout
     assert _last_line(result).startswith("accuracy gap: +0.00 points"), result.stdout
@@ -109,18 +148,37 @@ def test_channels_last_changes_layout_not_results():
     assert torch.allclose(results[0][1], results[1][1], rtol=1e-7, atol=1e-9)
 
 
-def test_cpu_dropout_keeps_the_same_distribution():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_keeps_the_same_distribution(dtype):
     torch.manual_seed(0)
     layer = Dropout(0.1)
-    x = torch.ones(1_000_000, requires_grad=True)
+    dropped = 6554 / 65536  # p on the 16-bit grid
+    x = torch.ones(1_000_000, dtype=dtype, requires_grad=True)
     out = layer(x)
     kept = out != 0
-    assert kept.float().mean().item() == pytest.approx(0.9, abs=0.002)
-    assert torch.allclose(out[kept], torch.tensor(1 / 0.9))  # survivors scaled by 1/(1-p)
+    assert out.dtype == dtype
+    assert kept.float().mean().item() == pytest.approx(1 - dropped, abs=0.002)
+    # Survivors scaled by 1 / (1 - rate): the layer stays unbiased.
+    expected = torch.tensor(1 / (1 - dropped), dtype=dtype)
+    assert torch.equal(out[kept], expected.expand(int(kept.sum())))
     out.sum().backward()
     assert torch.equal(x.grad != 0, kept)  # the gradient flows through the same mask
     layer.eval()
     assert torch.equal(layer(x), x)
+
+
+def test_cpu_dropout_mask_is_fresh_per_call_and_follows_the_layout():
+    torch.manual_seed(0)
+    layer = Dropout(0.5)
+    x = torch.ones(8, 16, 6, 6).to(memory_format=torch.channels_last)
+    first, second = layer(x), layer(x)
+    assert first.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(first, second)
+    # Every channel and position gets its own draw: no lane pattern repeats.
+    kept = (first != 0).float()
+    assert kept.mean(dim=(0, 2, 3)).min() > 0.25 and kept.mean(dim=(0, 1)).min() > 0.25
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), first)  # seeded by torch's generator, like nn.Dropout
 
 
 def test_cpu_threads_sets_restores_and_validates():
