@@ -6,10 +6,12 @@ comparable.
 
 speed (default)
     images/s of (a) the reference READMEs' pipeline (torchvision `MNIST` with
-    per-sample PIL transforms behind a `DataLoader`, a plain step that reads
-    `loss.item()` every batch) and (b) the project's own path (`prepare_data`,
-    `prepare_model`, `train_epoch`), same model, optimizer and batch size. The
-    last line is `speedup: <b/a>`, the median of the per-round ratios.
+    per-sample PIL transforms behind a `DataLoader`, the net built from torch's
+    stock layers, a plain step that reads `loss.item()` every batch) and (b) the
+    project's own path (`prepare_data`, `prepare_model`, `train_epoch`), same
+    model, optimizer and batch size. `--concurrent N` runs (b) as N trainings at
+    once (a sweep's trials sharing the machine) and counts their total. The last
+    line is `speedup: <b/a>`, the median of the per-round ratios.
 --time-to-target
     trains with the project's `train()` and reports the seconds of training
     (evaluation and compilation apart) and whether the final epoch reached
@@ -578,6 +580,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name} must be at least 1")
     if args.warmup < 0 or args.num_workers < 0:
         p.error("--warmup and --num-workers must not be negative")
+    if args.concurrent > 1 and (args.time_to_target or args.accuracy or args.variants):
+        p.error("--concurrent times the speed mode only; drop it or the mode flag")
     if args.reference_threads is not None and args.reference_threads < 1:
         p.error("--reference-threads must be at least 1")
     return args

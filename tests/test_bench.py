@@ -19,7 +19,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from mnist_sweep.bench import _training_worker, reference_model, run_time_to_target
+from mnist_sweep.bench import (
+    _training_worker,
+    parse_args,
+    reference_model,
+    run_time_to_target,
+)
 from mnist_sweep.errors import UserError
 from mnist_sweep.model import Dropout, build_model
 from mnist_sweep.train import cpu_threads, prepare_model
@@ -199,3 +204,10 @@ def test_time_to_target_counts_only_training_seconds(quick_cfg, tmp_path: Path):
     assert report["epochs"] == 2
     assert report["train_seconds"] == pytest.approx(sum(e["seconds"] for e in epochs), abs=0.01)
     assert report["eval_seconds"] == pytest.approx(sum(e["eval_seconds"] for e in epochs))
+
+
+def test_concurrent_is_refused_outside_the_speed_mode(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--concurrent", "2", "--accuracy"])
+    assert exit_info.value.code == 2
+    assert "--concurrent times the speed mode only" in capsys.readouterr().err
