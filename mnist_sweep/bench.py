@@ -58,6 +58,7 @@ from mnist_sweep.optim import build_optimizer, build_scheduler, steps_per_epoch
 from mnist_sweep.train import (
     autocast_context,
     cpu_threads,
+    eval_batch_size,
     evaluate,
     prepare_model,
     resolve_device,
@@ -437,8 +438,9 @@ def run_accuracy(args: argparse.Namespace, cfg: DictConfig, device: torch.device
         t0 = time.perf_counter()
         proj.epoch()
         proj_seconds = time.perf_counter() - t0
+        eval_bs = eval_batch_size(cfg.data, device)
         _, proj_acc = evaluate(
-            proj.model, proj.data.test_x, proj.data.test_y, cfg.data.eval_batch_size, proj.autocast
+            proj.model, proj.data.test_x, proj.data.test_y, eval_bs, proj.autocast
         )
 
     torch.manual_seed(cfg.trainer.seed)  # the same initial weights as (b)
@@ -454,9 +456,7 @@ def run_accuracy(args: argparse.Namespace, cfg: DictConfig, device: torch.device
         t0 = time.perf_counter()
         reference_steps(ref_model, iter(loader), ref_optimizer, device, len(loader), ref_scheduler)
         ref_seconds = time.perf_counter() - t0
-        _, ref_acc = evaluate(
-            ref_model, proj.data.test_x, proj.data.test_y, cfg.data.eval_batch_size
-        )
+        _, ref_acc = evaluate(ref_model, proj.data.test_x, proj.data.test_y, eval_bs)
 
     gap = proj_acc - ref_acc
     print(

@@ -21,7 +21,7 @@ from mnist_sweep.errors import UserError
 # change how a run is executed, not what it computes.
 MAY_CHANGE = {
     "trainer.resume", "trainer.progress", "trainer.device", "trainer.threads",
-    "data.root", "data.download", "data.verify",
+    "data.root", "data.download", "data.verify", "data.eval_batch_size",
 }  # fmt: skip
 
 

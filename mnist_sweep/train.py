@@ -137,6 +137,22 @@ def train_epoch(
     return (loss_sum / n).item(), correct.item() * 100.0 / n  # exact, from the integer count
 
 
+# Evaluation batch when data.eval_batch_size is null. On a CPU, batches past the
+# caches run slower: 128 measured 1.8x (small) to 2.8x (era_s6) faster than 2,000
+# (docs/BENCHMARKS.md). On a GPU, larger batches keep it busy.
+CPU_EVAL_BATCH, GPU_EVAL_BATCH = 128, 2000
+
+
+def eval_batch_size(data_cfg: Any, device: torch.device) -> int:
+    """`data.eval_batch_size`, or the device's default when it is null."""
+    size = data_cfg.get("eval_batch_size")
+    if size is None:
+        return CPU_EVAL_BATCH if device.type == "cpu" else GPU_EVAL_BATCH
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UserError(f"data.eval_batch_size must be a positive integer or null, got {size!r}")
+    return size
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
@@ -216,6 +232,7 @@ def _train(
     epochs = cfg.trainer.epochs
     if epochs < 1:
         raise UserError(f"trainer.epochs must be at least 1, got {epochs}")
+    eval_bs = eval_batch_size(cfg.data, device)
     metrics = _new_metrics(cfg, params, device)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = resume.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
@@ -269,7 +286,6 @@ def _train(
                     f"training diverged in epoch {epoch} (train loss is {train_loss}); "
                     f"lower optimizer.lr (now {cfg.optimizer.lr}) or change optimizer/scheduler"
                 )
-            eval_bs = cfg.data.eval_batch_size
             test_loss, test_acc = evaluate(model, data.test_x, data.test_y, eval_bs, autocast)
             record = {
                 "epoch": epoch,

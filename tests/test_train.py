@@ -11,8 +11,8 @@ from mnist_sweep import run_folder
 from mnist_sweep.data import prepare_data, random_affine
 from mnist_sweep.errors import TrainingDiverged, UserError
 from mnist_sweep.model import build_model, count_params
-from mnist_sweep.train import train
-from tests.conftest import without_timings
+from mnist_sweep.train import CPU_EVAL_BATCH, GPU_EVAL_BATCH, eval_batch_size, evaluate, train
+from tests.conftest import compose_config, without_timings
 
 
 def test_short_training_really_learns(quick_cfg, tmp_path):
@@ -120,3 +120,30 @@ def test_resume_refuses_a_different_config_or_a_missing_checkpoint(quick_cfg, tm
         train(cfg, tmp_path / "run")
     with pytest.raises(UserError, match="there is no .*checkpoint.pt"):
         train(cfg, tmp_path / "elsewhere")
+
+
+def test_eval_batch_size_defaults_by_device_and_rejects_nonsense(quick_cfg):
+    cfg = quick_cfg("model=tiny")
+    assert cfg.data.eval_batch_size is None
+    assert eval_batch_size(cfg.data, torch.device("cpu")) == CPU_EVAL_BATCH
+    assert eval_batch_size(cfg.data, torch.device("cuda")) == GPU_EVAL_BATCH
+    cfg.data.eval_batch_size = 500
+    assert eval_batch_size(cfg.data, torch.device("cpu")) == 500
+    for bad in (0, -1, 2.5, True):
+        cfg.data.eval_batch_size = bad
+        with pytest.raises(UserError, match="data.eval_batch_size must be a positive integer"):
+            eval_batch_size(cfg.data, torch.device("cpu"))
+
+
+def test_evaluation_batch_size_changes_speed_not_results(data_root):
+    cfg = compose_config(["model=era_s6", f"data.root={data_root}"])
+    data = prepare_data(cfg.data, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.dropout.p)
+    x, y = data.test_x[:2000], data.test_y[:2000]
+    loss_a, acc_a = evaluate(model, x, y, 128)
+    loss_b, acc_b = evaluate(model, x, y, 2000)
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    # Convolution kernels picked per batch size may round differently: at most a
+    # near-tie of one image in 2,000 could flip.
+    assert acc_a == pytest.approx(acc_b, abs=0.051)
