@@ -98,16 +98,17 @@ class Dropout(nn.Dropout):
     (docs/BENCHMARKS.md). Here one 64-bit draw gives four 16-bit uniforms, and an
     activation is kept when its uniform clears a threshold. The drop rate is p
     rounded to a multiple of 1/65536 (0.1 becomes 0.1000061), and survivors are
-    scaled by 1 / (1 - that rate), so the layer stays unbiased. CUDA keeps
-    torch's fused kernel.
+    scaled by 1 / (1 - that rate), so the layer stays unbiased (in bf16, up to
+    the rounding of that scale, as in torch's own dropout). CUDA keeps torch's
+    fused kernel, and so does a p too close to 1 for the 16-bit grid.
     """
 
     LEVELS = 1 << 16  # one 16-bit uniform per activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.inplace or not 0.0 < self.p < 1.0 or not _cpu_dense(x):
-            return super().forward(x)
         dropped = round(self.p * self.LEVELS)
+        if not self.training or self.inplace or not 0 < dropped < self.LEVELS or not _cpu_dense(x):
+            return super().forward(x)
         # random_ over the whole int64 range: each 16-bit lane is uniform too.
         bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64)
         bits.random_(-(1 << 63), (1 << 63) - 1)
