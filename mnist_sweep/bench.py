@@ -124,8 +124,10 @@ def reference_model(cfg: DictConfig, device: torch.device) -> nn.Module:
     """The same net with torch's stock layers, as the READMEs built it.
 
     The project's Dropout draws its CPU mask more cheaply than nn.Dropout (same
-    distribution); the reference must pay what the READMEs paid.
+    distribution); the reference must pay what the READMEs paid. Seeded like
+    `project_run`, so both start from the same weights.
     """
+    torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg.model, cfg.dropout.p)
     for i, layer in enumerate(model):
         if isinstance(layer, Dropout):
@@ -225,24 +227,37 @@ def one_training(
 ) -> Iterator[tuple[str, float, TimedRound]]:
     """The project path as `train()` runs it: yields (description, warm-up s, timed round)."""
     images = args.batches * cfg.data.batch_size
-    # One train_epoch over exactly `batches` batches is one timed round; the warm-up
-    # is one more, shorter epoch, so the schedule is sized for repeats + 1.
-    proj = project_run(_set(cfg, data__train_subset=images), device, args.repeats + 1)
-    threads = functools.partial(cpu_threads, cfg.trainer.get("threads"))
-    with threads():
+    run, warmup = warmed_run(
+        _set(cfg, data__train_subset=images), device, args.repeats + 1, _warmup_images(args, cfg)
+    )
+    with cpu_threads(cfg.trainer.get("threads")):
         count = torch.get_num_threads()
+    yield f"{count} thread{_s(count)}", warmup, functools.partial(timed_epoch, run)
+
+
+def warmed_run(
+    cfg: DictConfig, device: torch.device, epochs: int, warmup_images: int
+) -> tuple[ProjectRun, float]:
+    """`project_run`, then one short untimed epoch; returns the run and that epoch's seconds.
+
+    Each timed round is one train_epoch over the whole (subset) training tensor;
+    the warm-up is one more, shorter epoch, hence epochs = rounds + 1. It is
+    where one-off costs (kernel selection) land.
+    """
+    run = project_run(cfg, device, epochs)
+    with cpu_threads(cfg.trainer.get("threads")):
         t0 = time.perf_counter()
-        proj.epoch(_first_batches(proj.data, _warmup_batches(args) * cfg.data.batch_size))
+        run.epoch(_first_batches(run.data, warmup_images))
         sync(device)
-        warmup = time.perf_counter() - t0
+        return run, time.perf_counter() - t0
 
-    def timed() -> float:
-        with threads():
-            t0 = time.perf_counter()
-            proj.epoch()  # ends with .item(): the device is done when it returns
-            return images / (time.perf_counter() - t0)
 
-    yield f"{count} thread{_s(count)}", warmup, timed
+def timed_epoch(run: ProjectRun) -> float:
+    """images/s of one train_epoch, under the run's own thread count."""
+    with cpu_threads(run.cfg.trainer.get("threads")):
+        t0 = time.perf_counter()
+        run.epoch()  # ends with .item(): the device is done when it returns
+        return run.data.n_train / (time.perf_counter() - t0)
 
 
 def _training_worker(
@@ -251,9 +266,8 @@ def _training_worker(
     """One of --concurrent trainings, in its own process: a round whenever the parent asks."""
     try:
         cfg = OmegaConf.create(cfg_yaml)
+        run, _ = warmed_run(cfg, torch.device(device), epochs, warmup_images)
         with cpu_threads(cfg.trainer.get("threads")):
-            run = project_run(cfg, torch.device(device), epochs)
-            run.epoch(_first_batches(run.data, warmup_images))
             conn.send(torch.get_num_threads())
             while conn.recv():
                 run.epoch()
@@ -294,7 +308,7 @@ def concurrent_trainings(
                     OmegaConf.to_yaml(trial, resolve=True),
                     str(device),
                     args.repeats + 1,
-                    _warmup_batches(args) * cfg.data.batch_size,
+                    _warmup_images(args, cfg),
                     child,
                 ),
                 daemon=True,
@@ -310,7 +324,8 @@ def concurrent_trainings(
             for conn in conns:
                 conn.send(True)
             replies()
-            return n * images / (time.perf_counter() - t0)
+            # Images trained: a held-out validation split (data.val_size) is not.
+            return n * (images - (cfg.data.val_size or 0)) / (time.perf_counter() - t0)
 
         yield f"{n} trainings at once, {threads} thread{_s(threads)} each", warmup, timed
     finally:
@@ -327,8 +342,9 @@ def _s(count: int) -> str:
     return "" if count == 1 else "s"
 
 
-def _warmup_batches(args: argparse.Namespace) -> int:
-    return min(max(1, args.warmup), args.batches)
+def _warmup_images(args: argparse.Namespace, cfg: DictConfig) -> int:
+    """--warmup batches (at least one, at most --batches) of the config's batch size."""
+    return min(max(1, args.warmup), args.batches) * cfg.data.batch_size
 
 
 def run_speed(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -> float:
@@ -338,7 +354,6 @@ def run_speed(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -
     if images > 60000:
         raise UserError(f"--batches {args.batches} x batch {batch_size} exceeds MNIST's 60,000")
     ref_threads = functools.partial(cpu_threads, args.reference_threads)
-    torch.manual_seed(cfg.trainer.seed)
     ref_model = reference_model(cfg, device)
     ref_optimizer = build_optimizer(cfg.optimizer, ref_model)
     ref_batches = endless(reference_loader(cfg.data.root, batch_size, args.num_workers, device))
@@ -388,24 +403,19 @@ def run_variants(
     """The project path under each variant config, interleaved with `cfg`; median ratios."""
     configs = {"as configured": cfg, **variants}
     images = args.batches * cfg.data.batch_size
-    warmup_batches = _warmup_batches(args)
     runs = {}
     for label, variant in configs.items():
-        run = project_run(_set(variant, data__train_subset=images), device, args.repeats + 1)
-        warmup = _first_batches(run.data, warmup_batches * variant.data.batch_size)
-        with cpu_threads(variant.trainer.get("threads")):
-            t0 = time.perf_counter()
-            run.epoch(warmup)  # where a variant's one-off costs (kernel selection) land
-            sync(device)
-            print(f"warm-up {label}: {time.perf_counter() - t0:.1f} s")
-        runs[label] = run
+        runs[label], warmup = warmed_run(
+            _set(variant, data__train_subset=images),
+            device,
+            args.repeats + 1,
+            _warmup_images(args, variant),
+        )
+        print(f"warm-up {label}: {warmup:.1f} s")
     rates: dict[str, list[float]] = {label: [] for label in configs}
     for round_ in range(1, args.repeats + 1):
         for label, run in runs.items():
-            with cpu_threads(run.cfg.trainer.get("threads")):
-                t0 = time.perf_counter()
-                run.epoch()
-                rates[label].append(run.data.n_train / (time.perf_counter() - t0))
+            rates[label].append(timed_epoch(run))
         print(f"round {round_}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()))
     base = rates["as configured"]
     ratios = {label: _median_ratio(r, base) for label, r in rates.items()}
@@ -443,8 +453,7 @@ def run_accuracy(args: argparse.Namespace, cfg: DictConfig, device: torch.device
             proj.model, proj.data.test_x, proj.data.test_y, eval_bs, proj.autocast
         )
 
-    torch.manual_seed(cfg.trainer.seed)  # the same initial weights as (b)
-    ref_model = reference_model(cfg, device)
+    ref_model = reference_model(cfg, device)  # the same initial weights as (b)
     ref_optimizer = build_optimizer(cfg.optimizer, ref_model)
     ref_scheduler = build_scheduler(
         cfg.scheduler, ref_optimizer, steps_per_epoch(args.subset, batch_size), 1

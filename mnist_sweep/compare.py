@@ -29,10 +29,8 @@ from rich.table import Table
 
 from mnist_sweep import plots
 from mnist_sweep.processes import process_alive
+from mnist_sweep.run_folder import METRICS
 
-# Spelled out here rather than imported from run_folder, which pulls in torch
-# (seconds of start-up for a command that only reads text files).
-METRICS = "metrics.json"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
 CONFIG = Path(".hydra") / "config.yaml"
 HYDRA = Path(".hydra") / "hydra.yaml"
@@ -186,8 +184,10 @@ def override_value(row: RunRow, key: str) -> str:
 
 
 def classify(row: RunRow, target: float | None) -> str:
-    if row.state in (PRUNED, FAILED, RUNNING, INCOMPLETE) or row.test_acc is None:
-        return row.state if row.state in (PRUNED, FAILED, RUNNING) else INCOMPLETE
+    if row.state != "completed":
+        return row.state  # pruned, failed, running or incomplete
+    if row.test_acc is None:
+        return INCOMPLETE
     goal = target if target is not None else row.target_acc
     return MET if goal is not None and row.test_acc >= goal else BELOW
 

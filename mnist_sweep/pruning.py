@@ -9,14 +9,15 @@ the study's direction, prunes the trials that are learning worst.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from hydra.utils import instantiate
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
-from mnist_sweep.train import EpochCallback
+if TYPE_CHECKING:
+    from mnist_sweep.train import EpochCallback
 
 # Set per job (through hydra.job.env_set) by the sweeper: the trial's storage id.
 TRIAL_ENV = "MNIST_SWEEP_TRIAL_ID"
@@ -25,9 +26,13 @@ TRIAL_ENV = "MNIST_SWEEP_TRIAL_ID"
 LOCAL_STUDIES: dict[str, optuna.Study] = {}
 
 
+def selection_split(metrics: dict[str, Any]) -> str:
+    """The split a sweep selects on: validation when held out, else test (the default)."""
+    return "val" if metrics.get("val_acc") is not None else "test"
+
+
 def selection_accuracy(metrics: dict[str, Any]) -> float:
-    """The accuracy a sweep selects on: validation when held out, else test (the default)."""
-    return metrics["val_acc"] if metrics.get("val_acc") is not None else metrics["test_acc"]
+    return metrics[f"{selection_split(metrics)}_acc"]
 
 
 def error_of(accuracy: float) -> float:

@@ -16,11 +16,13 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
+# torch is imported where a checkpoint is written or read, not here: `compare`
+# reads run folders and should not pay torch's seconds of start-up.
 METRICS = "metrics.json"
 SUMMARY = "model_summary.txt"
 CHECKPOINT = "checkpoint.pt"
@@ -72,17 +74,19 @@ def save_checkpoint(
     model: nn.Module,
     config: dict[str, Any],
     epoch: int,
-    training_state: dict[str, Any] | None = None,
+    training_state: dict[str, Any],
 ) -> None:
     """Weights and resolved config, plus what `trainer.resume` needs (mnist_sweep/resume.py)."""
+    import torch
+
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"state_dict": state, "config": config, "epoch": epoch}
-    if training_state is not None:
-        payload["resume"] = training_state
+    payload = {"state_dict": state, "config": config, "epoch": epoch, "resume": training_state}
     atomic_write(run_dir / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

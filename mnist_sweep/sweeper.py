@@ -53,6 +53,7 @@ from mnist_sweep.pruning import (
     accuracy_of,
     build_pruner,
     selection_accuracy,
+    selection_split,
 )
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             dead = owner_host == host and pid.isdigit() and not process_alive(int(pid))
             if dead and self._fail(study, trial, "interrupted: the sweep process died"):
                 log.warning("trial %d was interrupted (its sweep process died)", trial.number)
-                self._retry(study, study.trials[trial.number])
+                self._retry(study, trial)
 
     def _others_running(self, study: optuna.Study) -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -314,16 +315,16 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             self._fail(study, trial, f"{type(e).__name__}: {e}")
             log.warning("trial %d failed: %s", trial.number, e)
             return False
-        accuracy = selection_accuracy(result)
-        for key in ("params", "test_acc", "val_acc", "best_test_acc"):
-            trial.set_user_attr(key, result[key])
-        trial.set_user_attr("selection", "val" if result["val_acc"] is not None else "test")
+        accuracy, split = selection_accuracy(result), selection_split(result)
+        for key, value in result.items():  # __main__.objective_values
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("selection", split)
         trial.set_user_attr("selection_acc", accuracy)
         trial.set_constraint("accuracy", target - accuracy)
         study.tell(trial, float(result["params"]))
         log.info(
             "trial %d: %s params, %.2f%% %s accuracy (target %.2f%%: %s)",
-            trial.number, f"{result['params']:,}", accuracy, trial.user_attrs["selection"],
+            trial.number, f"{result['params']:,}", accuracy, split,
             target, "met" if accuracy >= target else "missed",
         )  # fmt: skip
         return True
@@ -372,7 +373,8 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             study.study_name, display_url(self.storage), kept, max(self._owed(study), 0),
             sweep_dir,
         )  # fmt: skip
-        failures = launched = 0
+        target = float(self.config.target_acc)
+        failures = 0
         in_flight: list[Trial] = []
         try:
             while in_flight := self._next_batch(study):
@@ -389,26 +391,25 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 failures += sum(
                     not self._tell(study, t, r) for t, r in zip(in_flight, returns, strict=True)
                 )
-                launched += len(in_flight)
                 in_flight = []
                 if failures > self.max_failure_rate * self.n_trials:
-                    report.write(study, sweep_dir, float(self.config.target_acc))
+                    report.write(study, sweep_dir, target)
                     _user_error(
-                        f"stopping the sweep: {failures} of {launched} trials failed "
+                        f"stopping the sweep: {failures} of {self.job_idx} trials failed "
                         f"(max_failure_rate={self.max_failure_rate}); their reasons are in the log "
                         "above, the study's fail_reason attributes and the run folders"
                     )
         except KeyboardInterrupt:
             for trial in in_flight:
                 self._fail(study, trial, "interrupted (Ctrl-C)")
-            report.write(study, sweep_dir, float(self.config.target_acc))
+            report.write(study, sweep_dir, target)
             log.error(
                 "interrupted: the study keeps every finished trial; "
                 "re-run the same command to continue %s",
                 study.study_name,
             )
             raise
-        winner = report.write(study, sweep_dir, float(self.config.target_acc))
+        winner = report.write(study, sweep_dir, target)
         if self.confirm_seeds > 0 and winner["params"] is not None:
             from mnist_sweep.confirm import confirm
 

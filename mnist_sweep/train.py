@@ -64,6 +64,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _check_positive(value: Any, key: str) -> None:
+    """Reject what a key that takes a positive integer or null must not hold."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{key} must be a positive integer or null, got {value!r}")
+
+
 @contextlib.contextmanager
 def cpu_threads(threads: int | None) -> Iterator[None]:
     """Run the block with `threads` intra-op CPU threads (None: torch's default), then restore.
@@ -75,8 +81,7 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UserError(f"trainer.threads must be a positive integer or null, got {threads!r}")
+    _check_positive(threads, "trainer.threads")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -148,8 +153,7 @@ def eval_batch_size(data_cfg: Any, device: torch.device) -> int:
     size = data_cfg.get("eval_batch_size")
     if size is None:
         return CPU_EVAL_BATCH if device.type == "cpu" else GPU_EVAL_BATCH
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise UserError(f"data.eval_batch_size must be a positive integer or null, got {size!r}")
+    _check_positive(size, "data.eval_batch_size")
     return size
 
 

@@ -88,11 +88,17 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "MNIST_DATA": str(DATA_ROOT), "PYTHONWARNINGS": "ignore", **extra}
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):
-    """Run `python -m mnist_sweep ARGS` as a user would; returns the CompletedProcess."""
+def run_cli(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: int = 300,
+    module: str = "mnist_sweep",
+):
+    """Run `python -m MODULE ARGS` as a user would; returns the CompletedProcess."""
     return subprocess.run(
-        [*CLI, *args], cwd=cwd, env=cli_env(**(env or {})), capture_output=True, text=True,
-        timeout=timeout,
+        [sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(**(env or {})),
+        capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,21 +26,13 @@ from mnist_sweep.bench import (
 from mnist_sweep.errors import UserError
 from mnist_sweep.model import Dropout, build_model
 from mnist_sweep.train import cpu_threads, prepare_model
-from tests.conftest import DATA_ROOT, REPO, compose_config
+from tests.conftest import REPO, compose_config, run_cli
 
 RATE = r"([\d,]+) images/s"
 
 
 def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MNIST_DATA": str(DATA_ROOT), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "mnist_sweep.bench", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(*args, cwd=REPO, timeout=timeout, module="mnist_sweep.bench")
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:

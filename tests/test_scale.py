@@ -18,13 +18,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from mnist_sweep.sweeper import FINISHED
 from tests.conftest import compose_config, start_cli, wait_until
-from tests.test_sweep import SWEEP, run_sweep
+from tests.test_sweep import SWEEP, _sweep_dir, run_sweep
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PASSWORD = "s3cret-never-logged"
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _unavailable(reason: str) -> None:
@@ -106,7 +104,7 @@ def _workers(cwd: Path, storage: str, n: int, *args: str) -> list[subprocess.Pop
 
 def _sweep_study(cwd: Path, storage: str) -> optuna.Study:
     """The study of the one sweep run from cwd (its folder is named after it)."""
-    (sweep_dir,) = (cwd / "outputs" / "sweeps").iterdir()
+    sweep_dir = _sweep_dir(cwd)
     return optuna.load_study(study_name=sweep_dir.name, storage=storage)
 
 
@@ -145,7 +143,7 @@ def test_two_workers_share_one_study_on_postgres(tmp_path, postgres_url):
         t for t in trials if t.state == TrialState.FAIL
     ):  # only a lost race for the last one
         assert trial.user_attrs["fail_reason"].startswith("surplus")
-    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    sweep_dir = _sweep_dir(tmp_path)
     winner = json.loads((sweep_dir / "winner.json").read_text())
     assert winner["trials"]["complete"] + winner["trials"]["pruned"] == 4
     # The password came from the environment and is written nowhere.

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -16,8 +14,8 @@ from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots, report
 from mnist_sweep.pruning import TargetPruner, is_feasible
-from mnist_sweep.sweeper import derive_study_name
-from tests.conftest import cli_env, run_cli, start_cli, wait_until
+from mnist_sweep.sweeper import FINISHED, derive_study_name
+from tests.conftest import run_cli, start_cli, wait_until
 
 # Tiny nets on 500 images: each trial takes seconds on a CPU. The low target
 # makes some trials feasible and others not.
@@ -26,7 +24,6 @@ SWEEP = [
     "optimizer.lr=0.1", "data.augment.strength=0", "trainer.epochs=2", "trainer.device=cpu",
     "target_acc=20", "model.w1=range(2,7)", "model.w2=range(2,9)", "model.w3=range(2,9)",
 ]  # fmt: skip
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -100,11 +97,9 @@ def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
     sweep_dir = _sweep_dir(finished_sweep)
     winner = json.loads((sweep_dir / "winner.json").read_text())
     assert winner["params"] is not None, winner["message"]
-    result = subprocess.run(
-        [sys.executable, "-m", "mnist_sweep.confirm", str(sweep_dir), "--seeds", "2"],
-        cwd=finished_sweep, capture_output=True, text=True, timeout=300,
-        env=cli_env(),
-    )  # fmt: skip
+    result = run_cli(
+        str(sweep_dir), "--seeds", "2", cwd=finished_sweep, module="mnist_sweep.confirm"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     confirm = json.loads((sweep_dir / "confirm.json").read_text())
     assert [s["seed"] for s in confirm["seeds"]] == [1, 2]  # the search ran on seed 0
