@@ -190,3 +190,65 @@ def random_affine(
         x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
     return warped + background
+
+
+def augmentation(aug_cfg: Any, mean: float, std: float) -> dict[str, float] | None:
+    """The `data.augment` keys with `strength` applied, read once per epoch; None when off."""
+    strength = aug_cfg.strength
+    ranges = {
+        key: float(aug_cfg.get(key, 0.0)) * strength
+        for key in ("degrees", "translate", "scale", "brightness", "contrast")
+    }
+    if strength <= 0 or not any(ranges.values()):
+        return None
+    return {**ranges, "p": float(aug_cfg.get("p", 1.0)), "mean": mean, "std": std}
+
+
+def augment_batch(
+    x: Tensor,
+    background: float,
+    generator: torch.Generator | None,
+    *,
+    degrees: float,
+    translate: float,
+    scale: float,
+    brightness: float,
+    contrast: float,
+    p: float,
+    mean: float,
+    std: float,
+) -> Tensor:
+    """Augment a normalised batch: warp, then brightness/contrast; each image with chance p."""
+    out = x
+    if degrees or translate or scale:
+        out = random_affine(out, degrees, translate, scale, background, generator)
+    if brightness or contrast:
+        out = random_brightness_contrast(out, brightness, contrast, mean, std, generator)
+    if p < 1:
+        keep = torch.rand(x.shape[0], device=x.device, generator=generator) < p
+        out = torch.where(keep.view(-1, 1, 1, 1), out, x)
+    return out
+
+
+def random_brightness_contrast(
+    x: Tensor,
+    brightness: float,
+    contrast: float,
+    mean: float,
+    std: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Per image, pixel v in [0, 1] becomes clamp(v * (1 + c) + b, 0, 1), b and c uniform.
+
+    Works on normalised images: it undoes the normalisation, changes the pixels
+    and normalises again, so black stays black only where b is 0.
+    """
+    n = x.shape[0]
+
+    def uniform(half_width: float) -> Tensor:
+        u = torch.rand(n, 1, 1, 1, device=x.device, generator=generator)
+        return (u * 2 - 1) * half_width
+
+    gain, shift = 1 + uniform(contrast), uniform(brightness)
+    pixels = (x * std + mean) * gain + shift
+    return (pixels.clamp_(0, 1) - mean) / std

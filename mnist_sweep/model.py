@@ -1,8 +1,9 @@
 """The parametric CNN family every preset (and every sweep trial) is built from.
 
 A net is a list of blocks. Each block is a run of 3x3 conv units
-(conv -> BatchNorm -> ReLU -> dropout), optionally followed by a 2x2 max-pool
-and a 1x1 "transition" conv that narrows the channels. A head turns the last
+(conv -> BatchNorm -> ReLU), optionally followed by a 2x2 max-pool and a 1x1
+"transition" conv that narrows the channels. Dropout goes after every conv unit
+(placement "unit") or once after every block but the last ("block"). A head turns the last
 feature map into class logits: global average pooling (plus a linear layer when
 the last width is not the class count) or flatten + fully connected layers.
 
@@ -61,6 +62,8 @@ def parse_blocks(model_cfg: Mapping[str, Any]) -> list[BlockSpec]:
                 f"{where} padding must be 0, 1 or a list of those, one per conv; got {padding!r}"
             )
         transition = block.get("transition")
+        if transition == 0:  # width 0: no transition, as null (sweep choices cannot hold null)
+            transition = None
         if transition is not None:
             transition = _positive_int(transition, f"{where} transition width")
         specs.append(BlockSpec(widths, paddings, bool(block.get("pool", False)), transition))
@@ -129,8 +132,16 @@ def _cpu_dense(x: torch.Tensor) -> bool:
     )
 
 
-def build_model(model_cfg: Mapping[str, Any], dropout: float = 0.0) -> nn.Sequential:
-    """Build the net described by the `model` config group; raises ArchitectureError early."""
+DROPOUT_PLACEMENTS = ("unit", "block")
+
+
+def build_model(
+    model_cfg: Mapping[str, Any], dropout: float = 0.0, placement: str = "unit"
+) -> nn.Sequential:
+    """Build the net described by the `model` config group; raises ArchitectureError early.
+
+    `dropout` and `placement` come from the `dropout` group (p, placement).
+    """
     specs = parse_blocks(model_cfg)
     final_size = _check_feature_maps(specs)
     num_classes = _positive_int(model_cfg.get("num_classes", 10), "model.num_classes")
@@ -138,16 +149,20 @@ def build_model(model_cfg: Mapping[str, Any], dropout: float = 0.0) -> nn.Sequen
     bias = bool(model_cfg.get("conv_bias", not batchnorm))
     if not 0.0 <= dropout < 1.0:
         raise ArchitectureError(f"dropout.p must be in [0, 1), got {dropout}")
+    if placement not in DROPOUT_PLACEMENTS:
+        raise ArchitectureError(
+            f"dropout.placement must be one of {', '.join(DROPOUT_PLACEMENTS)}, got {placement!r}"
+        )
 
     layers: list[nn.Module] = []
     channels = IN_CHANNELS
-    for spec in specs:
+    for i, spec in enumerate(specs, start=1):
         for width, pad in zip(spec.widths, spec.paddings, strict=True):
             layers.append(nn.Conv2d(channels, width, 3, padding=pad, bias=bias))
             if batchnorm:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.ReLU(inplace=True))
-            if dropout > 0:
+            if dropout > 0 and placement == "unit":
                 layers.append(Dropout(dropout))
             channels = width
         if spec.pool:
@@ -155,6 +170,8 @@ def build_model(model_cfg: Mapping[str, Any], dropout: float = 0.0) -> nn.Sequen
         if spec.transition is not None:
             layers.append(nn.Conv2d(channels, spec.transition, 1, bias=bias))
             channels = spec.transition
+        if dropout > 0 and placement == "block" and i < len(specs):
+            layers.append(Dropout(dropout))
 
     head = model_cfg.get("head", "gap")
     if head == "gap":

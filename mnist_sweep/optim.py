@@ -52,8 +52,11 @@ def onecycle(
     pct_start: float = 0.25,
     div_factor: float = 10.0,
     final_div_factor: float = 100.0,
+    anneal_strategy: str = "cos",
 ) -> LRScheduler:
-    """One-cycle schedule peaking at the optimizer's configured lr."""
+    """One-cycle schedule peaking at the optimizer's configured lr (cos or linear ramps)."""
+    if anneal_strategy not in ("cos", "linear"):
+        raise UserError(f"scheduler.anneal_strategy must be cos or linear, got {anneal_strategy!r}")
     if total_steps < 3:
         raise UserError(
             f"scheduler=onecycle needs at least 3 optimizer steps, this run has {total_steps}; "
@@ -67,6 +70,7 @@ def onecycle(
         pct_start=max(pct_start, 2 / total_steps),
         div_factor=div_factor,
         final_div_factor=final_div_factor,
+        anneal_strategy=anneal_strategy,
     )
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mnist_sweep import run_folder
+from mnist_sweep.averaging import WeightAverage
 from mnist_sweep.errors import UserError
 
 # Settings that may differ between the interrupted run and its resumption: they
@@ -30,9 +31,18 @@ def training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
     metrics: dict[str, Any],
+    model: nn.Module,
+    average: WeightAverage | None = None,
 ) -> dict[str, Any]:
-    """What a checkpoint needs beyond the weights to continue exactly where it stopped."""
+    """What a checkpoint needs beyond the shipped weights to continue exactly where it stopped.
+
+    With weight averaging the checkpoint's weights are the average; the live
+    weights that training goes on from are kept here, beside the average's state.
+    """
+    live = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {
+        "model": live,
+        "average": average.state_dict() if average is not None else None,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -82,10 +92,13 @@ def restore(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
+    average: WeightAverage | None = None,
 ) -> int:
     """Load every saved state into the freshly built objects; returns the next epoch to run."""
     state = checkpoint["resume"]
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(state.get("model") or checkpoint["state_dict"])
+    if average is not None and state.get("average") is not None:
+        average.load_state_dict(state["average"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])

@@ -42,7 +42,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
 )
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_sweep import report, run_folder
@@ -116,6 +116,8 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         heartbeat_interval: int = 30,
         grace_period: int = 120,
         retry_failed: int = 0,
+        enqueue: Any = None,
+        promote: Any = None,
     ) -> None:
         if str(direction) != "minimize":
             _user_error(
@@ -138,6 +140,8 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.retry_failed = retry_failed
+        self.enqueue = list(enqueue or [])
+        self.promote = promote
         self._rdb: optuna.storages.RDBStorage | None = None
 
     def setup(
@@ -287,6 +291,41 @@ class SmallestNetSweeper(OptunaSweeperImpl):
 
     # -- one batch of trials -----------------------------------------------
 
+    def _starting_points(self, study: optuna.Study) -> list[dict[str, Any]]:
+        """`enqueue`'s points, then the smallest feasible designs of the `promote` study."""
+        points = [
+            dict(OmegaConf.to_container(p) if OmegaConf.is_config(p) else p) for p in self.enqueue
+        ]
+        if self.promote and self.promote.get("study"):
+            name, top = str(self.promote.study), int(self.promote.get("top", 5))
+            try:
+                earlier = optuna.load_study(study_name=name, storage=study._storage)
+            except KeyError:
+                _user_error(
+                    f"hydra.sweeper.promote.study={name} is not in {display_url(self.storage)}; "
+                    "name a study of the same storage (outputs/sweeps/<study name>/)"
+                )
+            done = earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            feasible = [
+                t
+                for t in done
+                if t.user_attrs.get("selection_acc", -1) >= t.user_attrs.get("target_acc", 101)
+            ]
+            feasible.sort(key=lambda t: (t.value, -t.user_attrs["selection_acc"]))
+            points += [dict(t.params) for t in feasible[:top]]
+        return points
+
+    def _enqueue_starting_trials(self, study: optuna.Study, distributions: dict[str, Any]) -> None:
+        """Queue the starting points once: a resumed study does not queue them again."""
+        for point in self._starting_points(study):
+            unknown = sorted(set(point) - set(distributions))
+            if unknown:
+                _user_error(
+                    f"hydra.sweeper.enqueue/promote names {', '.join(unknown)}, which the search "
+                    "space does not sweep; add them to hydra.sweeper.params or drop them"
+                )
+            study.enqueue_trial(point, skip_if_exists=True)
+
     def _trial_overrides(self, trial: Trial, sweep_dir: Path) -> tuple[str, ...]:
         subdir = f"trial_{trial.number:03d}"
         trial.set_user_attr("run_dir", str(sweep_dir / subdir))
@@ -366,6 +405,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             distributions.pop(name, None)
         study = self._open_study()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        self._enqueue_starting_trials(study, distributions)
         self._fail_orphans(study)
         kept = len(study.get_trials(deepcopy=False, states=FINISHED))
         log.info(
@@ -373,7 +413,8 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             study.study_name, display_url(self.storage), kept, max(self._owed(study), 0),
             sweep_dir,
         )  # fmt: skip
-        target = float(self.config.target_acc)
+        # A search preset may fix its own target (a screening stage does).
+        target = float(fixed_params.get("target_acc", self.config.target_acc))
         failures = 0
         in_flight: list[Trial] = []
         try:

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from mnist_sweep import resume, run_folder
-from mnist_sweep.data import DeviceData, prepare_data, random_affine
+from mnist_sweep.averaging import WeightAverage, build_average
+from mnist_sweep.data import DeviceData, augment_batch, augmentation, prepare_data
 from mnist_sweep.errors import TrainingDiverged, UserError
 from mnist_sweep.model import build_model, count_params
 from mnist_sweep.optim import build_optimizer, build_scheduler, steps_per_epoch
@@ -109,14 +110,14 @@ def train_epoch(
     generator: torch.Generator,
     autocast: Callable[[], contextlib.AbstractContextManager],
     description: str = "",
+    average: WeightAverage | None = None,
 ) -> tuple[float, float]:
     """One pass over the training tensor in shuffled batches; returns (mean loss, accuracy %)."""
     model.train()
     n, batch_size = data.n_train, cfg.data.batch_size
-    aug = cfg.data.augment
     # Read once: config lookups cost more than they look, and these are per-step.
-    ranges = (aug.degrees * aug.strength, aug.translate * aug.strength, aug.scale * aug.strength)
-    augment = aug.strength > 0
+    augment = augmentation(cfg.data.augment, cfg.data.mean, cfg.data.std)
+    label_smoothing = float(cfg.trainer.get("label_smoothing", 0.0))
     perm = torch.randperm(n, device=data.train_x.device, generator=generator)
     # Sums stay on the device: reading them every step would stall a GPU.
     loss_sum = torch.zeros((), device=data.train_x.device)
@@ -128,15 +129,17 @@ def train_epoch(
     for i in bar:
         idx = perm[i * batch_size : (i + 1) * batch_size]
         x, y = data.train_x[idx], data.train_y[idx]
-        if augment:
-            x = random_affine(x, *ranges, data.background, generator)
+        if augment is not None:
+            x = augment_batch(x, data.background, generator, **augment)
         with autocast():
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            average.update(model)
         loss_sum += loss.detach() * y.shape[0]
         correct += (logits.argmax(1) == y).sum()
     return (loss_sum / n).item(), correct.item() * 100.0 / n  # exact, from the integer count
@@ -231,7 +234,8 @@ def _train(
     torch.manual_seed(cfg.trainer.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
 
-    model = build_model(cfg.model, cfg.dropout.p)  # an impossible architecture stops here
+    # An impossible architecture stops here.
+    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.get("placement", "unit"))
     params = count_params(model)
     epochs = cfg.trainer.epochs
     if epochs < 1:
@@ -258,12 +262,14 @@ def _train(
         run_folder.write_model_summary(run_dir, model)
         model = prepare_model(model, cfg.trainer, device)
         optimizer = build_optimizer(cfg.optimizer, model)
-        scheduler = build_scheduler(
-            cfg.scheduler, optimizer, steps_per_epoch(data.n_train, cfg.data.batch_size), epochs
-        )
+        steps = steps_per_epoch(data.n_train, cfg.data.batch_size)
+        scheduler = build_scheduler(cfg.scheduler, optimizer, steps, epochs)
+        average = build_average(cfg.get("average"), model, steps * epochs)
         first_epoch = 1
         if checkpoint is not None:
-            first_epoch = resume.restore(checkpoint, model, optimizer, scheduler, generator)
+            first_epoch = resume.restore(
+                checkpoint, model, optimizer, scheduler, generator, average
+            )
             log.info("resuming %s after epoch %d", run_dir, first_epoch - 1)
         log.info(
             "model %s: %s params | %s train / %s test images | %s",
@@ -282,6 +288,7 @@ def _train(
                 generator,
                 autocast,
                 f"epoch {epoch}/{epochs}",
+                average,
             )
             sync(device)
             seconds = time.perf_counter() - t0
@@ -290,7 +297,9 @@ def _train(
                     f"training diverged in epoch {epoch} (train loss is {train_loss}); "
                     f"lower optimizer.lr (now {cfg.optimizer.lr}) or change optimizer/scheduler"
                 )
-            test_loss, test_acc = evaluate(model, data.test_x, data.test_y, eval_bs, autocast)
+            # The averaged weights, once there are any, are the ones this run ships.
+            shipped = average.eval_model(model) if average is not None else model
+            test_loss, test_acc = evaluate(shipped, data.test_x, data.test_y, eval_bs, autocast)
             record = {
                 "epoch": epoch,
                 "train_loss": train_loss,
@@ -302,13 +311,13 @@ def _train(
             }
             if data.val_x is not None:
                 record["val_loss"], record["val_acc"] = evaluate(
-                    model, data.val_x, data.val_y, eval_bs, autocast
+                    shipped, data.val_x, data.val_y, eval_bs, autocast
                 )
             record["eval_seconds"] = round(time.perf_counter() - t0 - seconds, 3)
             _record_epoch(metrics, record)
             save("running")
-            state = resume.training_state(optimizer, scheduler, generator, metrics)
-            run_folder.save_checkpoint(run_dir, model, resolved, epoch, state)
+            state = resume.training_state(optimizer, scheduler, generator, metrics, model, average)
+            run_folder.save_checkpoint(run_dir, shipped, resolved, epoch, state)
             log.info(
                 "epoch %d/%d | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%%%s"
                 " | lr %.3g | %.1fs",
