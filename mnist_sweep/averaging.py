@@ -21,8 +21,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
 import torch
+from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from mnist_sweep.errors import UserError
