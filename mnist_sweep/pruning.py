@@ -87,6 +87,40 @@ def build_pruner(pruner_cfg: Any) -> BasePruner:
     )
 
 
+class ReachablePruner(BasePruner):
+    """Prune a trial only once the target is out of its reach.
+
+    At epoch e, the most any completed trial of the study gained from epoch e
+    to its end (in accuracy points, on the split the sweep selects on) bounds
+    what this trial can still gain. A trial is pruned when its accuracy plus
+    that gain plus `margin` is still below the target. Early accuracy under a
+    high one-cycle lr swings by points; the largest gain seen covers those
+    swings, so a small net that is behind now but recovers as the lr falls is
+    kept. Nothing is pruned before `n_warmup_steps` epochs or before
+    `n_min_trials` trials have completed.
+    """
+
+    def __init__(self, n_warmup_steps: int = 3, margin: float = 0.1, n_min_trials: int = 4) -> None:
+        self.n_warmup_steps = n_warmup_steps
+        self.margin = margin
+        self.n_min_trials = n_min_trials
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        target = trial.user_attrs.get("target_acc") or study.user_attrs.get("target_acc")
+        gains = []
+        for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            curve = done.intermediate_values
+            if step in curve and curve:
+                gains.append(curve[step] - curve[max(curve)])  # error falls as accuracy rises
+        if target is None or len(gains) < self.n_min_trials:
+            return False
+        best_case = accuracy_of(trial.intermediate_values[step]) + max(gains) + self.margin
+        return best_case < float(target)
+
+
 def trial_reporter(sweeper_cfg: Any) -> EpochCallback | None:
     """Per-epoch callback for the sweep trial this job runs, or None outside one."""
     trial_id = os.environ.get(TRIAL_ENV)
@@ -101,6 +135,8 @@ def trial_reporter(sweeper_cfg: Any) -> EpochCallback | None:
     def report(metrics: dict[str, Any]) -> None:
         epoch = metrics["epochs"][-1]["epoch"]
         accuracy = selection_accuracy(metrics)
+        if "target_acc" not in trial.user_attrs:  # what ReachablePruner measures against
+            trial.set_user_attr("target_acc", float(metrics["target_acc"]))
         trial.report(error_of(accuracy), step=epoch)
         if epoch < metrics["epochs_planned"] and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {accuracy:.2f}% accuracy")

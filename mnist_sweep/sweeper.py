@@ -99,6 +99,31 @@ def _mark_run_failed(run_dir: str | None, reason: str) -> None:
         run_folder.write_json(Path(run_dir) / run_folder.METRICS, metrics)
 
 
+def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
+    """The designs of a screening study worth training in full, best first.
+
+    Those that met their target, fewest parameters first; then, while fewer
+    than `top`, the rest of the (params, accuracy) Pareto front, most accurate
+    first: the screen's target is a guess at what the short schedule can show.
+    """
+    acc = {t.number: t.user_attrs.get("selection_acc", -1.0) for t in trials}
+    met = [t for t in trials if acc[t.number] >= t.user_attrs.get("target_acc", 101.0)]
+    met.sort(key=lambda t: (t.value, -acc[t.number]))
+    front = [
+        t
+        for t in trials
+        if t not in met
+        and not any(
+            o.value <= t.value
+            and acc[o.number] >= acc[t.number]
+            and (o.value < t.value or acc[o.number] > acc[t.number])
+            for o in trials
+        )
+    ]
+    front.sort(key=lambda t: -acc[t.number])
+    return (met + front)[:top]
+
+
 class SmallestNetSweeper(OptunaSweeperImpl):
     def __init__(
         self,
@@ -306,25 +331,25 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                     "name a study of the same storage (outputs/sweeps/<study name>/)"
                 )
             done = earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            feasible = [
-                t
-                for t in done
-                if t.user_attrs.get("selection_acc", -1) >= t.user_attrs.get("target_acc", 101)
-            ]
-            feasible.sort(key=lambda t: (t.value, -t.user_attrs["selection_acc"]))
-            points += [dict(t.params) for t in feasible[:top]]
+            points += [dict(t.params) for t in promoted(done, top)]
         return points
 
-    def _enqueue_starting_trials(self, study: optuna.Study, distributions: dict[str, Any]) -> None:
-        """Queue the starting points once: a resumed study does not queue them again."""
+    def _enqueue_starting_trials(
+        self, study: optuna.Study, distributions: dict[str, Any], fixed: dict[str, Any]
+    ) -> None:
+        """Queue the starting points once: a resumed study does not queue them again.
+
+        A key the command line fixes keeps the command line's value.
+        """
         for point in self._starting_points(study):
-            unknown = sorted(set(point) - set(distributions))
+            unknown = sorted(set(point) - set(distributions) - set(fixed))
             if unknown:
                 _user_error(
                     f"hydra.sweeper.enqueue/promote names {', '.join(unknown)}, which the search "
                     "space does not sweep; add them to hydra.sweeper.params or drop them"
                 )
-            study.enqueue_trial(point, skip_if_exists=True)
+            swept = {k: v for k, v in point.items() if k in distributions}
+            study.enqueue_trial(swept, skip_if_exists=True)
 
     def _trial_overrides(self, trial: Trial, sweep_dir: Path) -> tuple[str, ...]:
         subdir = f"trial_{trial.number:03d}"
@@ -405,7 +430,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             distributions.pop(name, None)
         study = self._open_study()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        self._enqueue_starting_trials(study, distributions)
+        self._enqueue_starting_trials(study, distributions, fixed_params)
         self._fail_orphans(study)
         kept = len(study.get_trials(deepcopy=False, states=FINISHED))
         log.info(

@@ -13,16 +13,19 @@ from mnist_sweep.model import build_model, count_params, layer_output_shapes
 from mnist_sweep.optim import build_optimizer, build_scheduler
 from tests.conftest import CONF_DIR, REPO, compose_config
 
-GROUPS = ["data", "model", "dropout", "optimizer", "scheduler", "trainer"]
+GROUPS = ["data", "model", "dropout", "optimizer", "scheduler", "average", "trainer", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 
 def test_every_group_has_its_promised_options():
     found = {(g, o) for g, o in OPTIONS}
-    for option in ["tiny", "small", "medium", "era_s5", "era_s6"]:
+    for option in ["tiny", "small", "medium", "three_blocks", "record_3762", "era_s5", "era_s6"]:
         assert ("model", option) in found
-    for option in ["none", "light", "default"]:
+    for option in ["none", "light", "default", "between_blocks"]:
         assert ("dropout", option) in found
+    for option in ["none", "ema", "swa"]:
+        assert ("average", option) in found
+    assert ("experiment", "record_3762") in found
     for option in ["sgd", "adam", "adamw"]:
         assert ("optimizer", option) in found
     for option in ["onecycle", "step", "cosine", "none"]:
@@ -33,7 +36,7 @@ def test_every_group_has_its_promised_options():
 def test_option_composes_and_builds(group: str, option: str):
     cfg = compose_config([f"{group}={option}"])
     assert cfg.target_acc == 99.4
-    model = build_model(cfg.model, cfg.dropout.p)
+    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     optimizer = build_optimizer(cfg.optimizer, model)
     assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr

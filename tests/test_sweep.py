@@ -15,14 +15,23 @@ from optuna.trial import TrialState, create_trial
 from mnist_sweep import plots, report
 from mnist_sweep.pruning import TargetPruner, is_feasible
 from mnist_sweep.sweeper import FINISHED, derive_study_name
-from tests.conftest import run_cli, start_cli, wait_until
+from tests.conftest import REPO, run_cli, start_cli, wait_until
 
-# Tiny nets on 500 images: each trial takes seconds on a CPU. The low target
-# makes some trials feasible and others not.
+# The real preset, shrunk: tiny nets on 500 images, so each trial takes seconds
+# on a CPU, searching the three widths only (every other dimension of the
+# preset pinned to tiny's recipe). The low target makes some trials feasible
+# and others not.
+PINNED = [
+    "model.n1=1", "model.n2=1", "model.n3=1", "model.pad1=0", "model.pad2=0", "model.pad3=0",
+    "model.pool2=false", "model.t1=4", "dropout.p=0.1", "dropout.placement=unit",
+    "optimizer.weight_decay=5e-4", "scheduler.pct_start=0.25", "trainer.label_smoothing=0",
+    "average=none",
+]  # fmt: skip
 SWEEP = [
     "-m", "hparams_search=smallest", "model=tiny", "data.train_subset=500", "data.batch_size=64",
     "optimizer.lr=0.1", "data.augment.strength=0", "trainer.epochs=2", "trainer.device=cpu",
     "target_acc=20", "model.w1=range(2,7)", "model.w2=range(2,9)", "model.w3=range(2,9)",
+    *PINNED,
 ]  # fmt: skip
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -320,3 +329,44 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
     assert any(t.state == TrialState.COMPLETE for t in trials)
     metrics = json.loads((tmp_path / stopped.user_attrs["run_dir"] / "metrics.json").read_text())
     assert metrics["status"] == "failed"
+
+
+def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_path):
+    # Stage 1: the screen preset, shrunk; its first trials are its enqueued designs.
+    screen = [
+        "-m", "hparams_search=screen", "data.train_subset=300", "trainer.epochs=1",
+        "data.augment.strength=0", "trainer.device=cpu", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.study_name=stage1", "target_acc=15",
+    ]  # fmt: skip
+    result = run_cli(*screen, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    queued = OmegaConf.load(REPO / "conf" / "hparams_search" / "screen.yaml").hydra.sweeper.enqueue
+    storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
+    stage1 = optuna.load_study(study_name="stage1", storage=storage)
+    ran = stage1.get_trials(states=FINISHED)
+    assert len(ran) == 2
+    for trial, point in zip(ran, queued, strict=False):
+        # data.augment.strength, fixed on the command line, keeps that value.
+        assert trial.params == {k: v for k, v in point.items() if k != "data.augment.strength"}
+    # Stage 2 starts from stage 1's best design.
+    result = run_cli(
+        *SWEEP, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=stage2",
+        "hydra.sweeper.promote.study=stage1", "hydra.sweeper.promote.top=1",
+        "model.n1=range(1,4)", "model.n2=range(1,4)", "model.n3=range(1,4)",
+        "model.w1=range(2,9)", "model.w2=range(2,13)", "model.w3=range(2,17)",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stage2 = optuna.load_study(study_name="stage2", storage=storage)
+    best = min(ran, key=lambda t: (t.user_attrs["selection_acc"] < 15, t.value, t.number))
+    shared = {k: v for k, v in best.params.items() if k in stage2.trials[0].params}
+    assert shared and stage2.trials[0].params == {**stage2.trials[0].params, **shared}
+
+
+def test_enqueued_keys_outside_the_space_get_one_line(tmp_path):
+    result = run_cli(
+        *SWEEP, "hydra.sweeper.n_trials=1", "hydra.sweeper.promote.study=no_such_study",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no_such_study" in result.stderr and "Traceback" not in result.stderr

@@ -91,9 +91,15 @@ def test_batch_augmentation_keeps_shape_background_and_varies_per_image():
     assert torch.allclose(same, x, atol=1e-5)
 
 
-def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(quick_cfg, tmp_path):
-    # Dropout and augmentation on: the resumed run must restore every RNG too.
-    cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 3})
+@pytest.mark.parametrize("average", ["none", "ema"])
+def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(
+    quick_cfg, tmp_path, average
+):
+    # Dropout and augmentation on: the resumed run must restore every RNG too,
+    # and with weight averaging the live weights and the average alike.
+    cfg = quick_cfg(
+        "model=tiny", f"average={average}", **{"data.train_subset": 1000, "trainer.epochs": 3}
+    )
     uninterrupted = train(cfg, tmp_path / "a")
 
     def crash_after_epoch_2(metrics: dict) -> None:
@@ -147,3 +153,36 @@ def test_evaluation_batch_size_changes_speed_not_results(data_root):
     # Convolution kernels picked per batch size may round differently: at most a
     # near-tie of one image in 2,000 could flip.
     assert acc_a == pytest.approx(acc_b, abs=0.051)
+
+
+def test_averaged_weights_are_the_ones_evaluated_and_saved(quick_cfg, tmp_path):
+    cfg = quick_cfg(
+        "model=small",
+        "average=ema",
+        "dropout=between_blocks",
+        "trainer.label_smoothing=0.1",
+        "data.augment.brightness=0.2",
+        "data.augment.contrast=0.2",
+        "data.augment.p=0.5",
+    )
+    metrics = train(cfg, tmp_path)
+    assert metrics["test_acc"] > 90  # the recipe levers together still learn
+    ckpt = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")
+    c = ckpt["config"]
+    model = build_model(c["model"], c["dropout"]["p"], c["dropout"]["placement"])
+    model.load_state_dict(ckpt["state_dict"])
+    live = build_model(c["model"], c["dropout"]["p"], c["dropout"]["placement"])
+    live.load_state_dict(ckpt["resume"]["model"])
+    data = prepare_data(cfg.data, torch.device("cpu"))
+
+    def accuracy(net: torch.nn.Module) -> float:
+        net.eval()
+        with torch.no_grad():
+            return (net(data.test_x).argmax(1) == data.test_y).float().mean().item() * 100
+
+    assert accuracy(model) == pytest.approx(metrics["test_acc"], abs=0.011)
+    # The shipped average is not the last step's weights.
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), live.state_dict().values(), strict=True)
+    )

@@ -1,0 +1,114 @@
+"""Measure a pruner on finished runs: `python -m mnist_sweep.prune_replay RUN_DIR... --pruner NAME`.
+
+Every run folder given is a training that ran to its last epoch, so its curve
+says where a pruned trial would have ended. The runs are fed, in the order of
+their finish, to an in-memory study with the named pruner (a config of
+conf/hydra/sweeper/pruner/): each run reports its epochs as a sweep trial
+would, and is stopped where the pruner would have stopped it (later runs then
+see it as pruned, as in a real sweep). Printed per pruner: how many runs met
+the target, how many of those it would have pruned (its misses: answers
+thrown away), and the share of all epochs it would have saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import OmegaConf
+
+from mnist_sweep import run_folder
+from mnist_sweep.config import CONF_DIR
+from mnist_sweep.pruning import build_pruner, error_of, selection_accuracy
+
+
+def _finished_runs(dirs: list[Path]) -> list[dict[str, Any]]:
+    runs = []
+    for d in dirs:
+        try:
+            metrics = run_folder.read_metrics(d)
+        except (OSError, ValueError):
+            continue
+        if metrics.get("status") == "completed" and metrics.get("epochs"):
+            runs.append(
+                {**metrics, "run_dir": str(d), "mtime": (d / "metrics.json").stat().st_mtime}
+            )
+    return sorted(runs, key=lambda r: r["mtime"])
+
+
+def replay(pruner_name: str, runs: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Feed the runs to a fresh study with this pruner; what it would have pruned and saved."""
+    pruner_cfg = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "pruner" / f"{pruner_name}.yaml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", pruner=build_pruner(pruner_cfg))
+    met = missed = pruned = epochs_run = epochs_all = 0
+    for run in runs:
+        curve = [
+            e[f"{'val' if e.get('val_acc') is not None else 'test'}_acc"] for e in run["epochs"]
+        ]
+        final = selection_accuracy(run)
+        met += final >= target
+        epochs_all += len(curve)
+        trial = study.ask()
+        trial.set_user_attr("target_acc", target)
+        stopped_at = None
+        for epoch, accuracy in enumerate(curve, start=1):
+            trial.report(error_of(accuracy), step=epoch)
+            if epoch < len(curve) and trial.should_prune():
+                stopped_at = epoch
+                break
+        if stopped_at is None:
+            epochs_run += len(curve)
+            trial.set_constraint("accuracy", target - final)
+            study.tell(trial, float(run["params"]))
+        else:
+            epochs_run += stopped_at
+            pruned += 1
+            missed += final >= target
+            trial.set_constraint("accuracy", target - curve[stopped_at - 1])
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return {
+        "pruner": pruner_name,
+        "runs": len(runs),
+        "met_target": met,
+        "pruned": pruned,
+        "missed": missed,
+        "miss_rate": missed / met if met else None,
+        "epochs_saved": 1 - epochs_run / epochs_all if epochs_all else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mnist_sweep.prune_replay", description=__doc__)
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders of finished trainings")
+    parser.add_argument("--pruner", action="append", required=True, help="pruner config name")
+    parser.add_argument("--target", type=float, default=99.4, help="target accuracy (%%)")
+    args = parser.parse_args(argv)
+    runs = _finished_runs(args.run_dirs)
+    if not runs:
+        print("error: none of these folders holds a completed run's metrics.json", file=sys.stderr)
+        return 1
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    print("| pruner | runs | met target | pruned | missed | miss rate | epochs saved |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.pruner:
+        if not (CONF_DIR / "hydra" / "sweeper" / "pruner" / f"{name}.yaml").is_file():
+            print(
+                f"error: no pruner config {name!r} in conf/hydra/sweeper/pruner/", file=sys.stderr
+            )
+            return 1
+        r = replay(name, runs, args.target)
+        rate = "n/a" if r["miss_rate"] is None else f"{r['miss_rate']:.0%}"
+        print(
+            f"| {name} | {r['runs']} | {r['met_target']} | {r['pruned']} | {r['missed']} "
+            f"| {rate} | {r['epochs_saved']:.0%} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

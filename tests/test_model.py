@@ -1,0 +1,153 @@
+"""The model family and the recipe pieces, without training: fast unit tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from mnist_sweep.averaging import build_average
+from mnist_sweep.data import augment_batch, augmentation, random_brightness_contrast
+from mnist_sweep.errors import ArchitectureError, UserError
+from mnist_sweep.model import Dropout, build_model, count_params
+from mnist_sweep.optim import build_optimizer, build_scheduler
+from tests.conftest import compose_config
+
+
+def conv_bn(cin: int, cout: int, bias: bool) -> int:
+    """Parameters of one 3x3 conv (with or without bias) followed by BatchNorm."""
+    return 9 * cin * cout + (cout if bias else 0) + 2 * cout
+
+
+def record_arithmetic(bias: bool) -> int:
+    blocks = [(1, 4), (4, 4), (4, 4), (4, 8), (8, 8), (8, 8), (8, 8), (8, 8), (8, 8)]
+    return sum(conv_bn(cin, cout, bias) for cin, cout in blocks) + 8 * 10 + 10  # 8 -> 10 head
+
+
+def test_record_preset_has_the_published_parameter_count():
+    cfg = compose_config(["model=record_3762"])
+    assert count_params(build_model(cfg.model)) == record_arithmetic(bias=True) == 3762
+    bias_free = compose_config(["model=record_3762", "model.conv_bias=false"])
+    assert count_params(build_model(bias_free.model)) == record_arithmetic(bias=False) == 3702
+
+
+def test_record_preset_has_the_published_layout():
+    cfg = compose_config(["experiment=record_3762"])
+    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 4, 4, 8, 8, 8, 8, 8, 8]
+    assert all(c.padding == (1, 1) for c in convs)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model) == 2
+    assert sum(isinstance(m, Dropout) for m in model) == 2  # between blocks 1-2 and 2-3
+    assert isinstance(model[-1], nn.Linear) and model[-1].in_features == 8
+    # ...and the published recipe.
+    assert cfg.data.batch_size == 32 and cfg.optimizer.lr == 0.1 and cfg.trainer.epochs == 15
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "medium"])
+def test_presets_are_the_shared_template_with_other_knobs(preset: str):
+    expected = {"tiny": 1046, "small": 4882, "medium": 14678}[preset]
+    cfg = compose_config([f"model={preset}"])
+    assert count_params(build_model(cfg.model)) == expected
+    template = compose_config(["model=three_blocks"]).model
+    assert set(cfg.model.keys()) == set(template.keys())
+
+
+def test_dropout_placement_unit_or_block():
+    cfg = compose_config(["model=small"])
+    convs = sum(
+        isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in build_model(cfg.model)
+    )
+    unit = build_model(cfg.model, 0.1, "unit")
+    block = build_model(cfg.model, 0.1, "block")
+    assert sum(isinstance(m, Dropout) for m in unit) == convs == 5
+    assert sum(isinstance(m, Dropout) for m in block) == 2  # three blocks: after the first two
+    assert count_params(unit) == count_params(block)
+    with pytest.raises(ArchitectureError, match="dropout.placement"):
+        build_model(cfg.model, 0.1, "everywhere")
+
+
+def test_transition_width_zero_means_no_transition():
+    none = compose_config(["model=small", "model.t1=null"]).model
+    zero = compose_config(["model=small", "model.t1=0"]).model
+    assert count_params(build_model(none)) == count_params(build_model(zero))
+    assert count_params(build_model(zero)) < count_params(build_model(compose_config([]).model))
+
+
+def test_ema_average_warms_up_then_follows_the_weights():
+    net = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(net.weight)
+    average = build_average(OmegaConf.create({"kind": "ema", "decay": 0.9}), net, total_steps=100)
+    assert not average.started and average.eval_model(net) is net
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    average.update(net)  # the first update copies the weights
+    assert average.eval_model(net).weight.item() == pytest.approx(1.0)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    average.update(net)  # decay min(0.9, 2/11): mostly the new weights
+    assert average.eval_model(net).weight.item() == pytest.approx(1 * 2 / 11 + 2 * 9 / 11)
+
+
+def test_swa_average_starts_at_its_fraction_and_weighs_steps_equally():
+    net = nn.Linear(1, 1, bias=False)
+    average = build_average(OmegaConf.create({"kind": "swa", "start": 0.5}), net, total_steps=4)
+    for step, value in enumerate([10.0, 20.0, 1.0, 3.0], start=1):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        average.update(net)
+        assert average.started == (step >= 3)
+    assert average.eval_model(net).weight.item() == pytest.approx(2.0)  # mean of 1 and 3
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"kind": "mean"}, "average.kind"),
+        ({"kind": "ema", "decay": 1.0}, "average.decay"),
+        ({"kind": "swa", "start": 1.5}, "average.start"),
+    ],
+)
+def test_bad_average_settings_are_named(cfg: dict, message: str):
+    with pytest.raises(UserError, match=message):
+        build_average(OmegaConf.create(cfg), nn.Linear(1, 1), total_steps=10)
+
+
+def test_brightness_contrast_stays_in_the_pixel_range_and_varies_per_image():
+    mean, std = 0.1307, 0.3081
+    pixels = torch.rand(64, 1, 28, 28)
+    x = (pixels - mean) / std
+    out = random_brightness_contrast(x, 0.3, 0.3, mean, std, torch.Generator().manual_seed(0))
+    back = out * std + mean
+    assert back.min() >= -1e-6 and back.max() <= 1 + 1e-6
+    shift = (back - pixels).mean(dim=(1, 2, 3))
+    assert shift.std() > 0.01  # each image gets its own change
+
+
+def test_augmentation_chance_leaves_the_rest_untouched():
+    cfg = compose_config(["data.augment.p=0.5", "data.augment.brightness=0.2"]).data
+    ranges = augmentation(cfg.augment, cfg.mean, cfg.std)
+    assert ranges is not None and ranges["p"] == 0.5
+    x = torch.randn(400, 1, 28, 28)
+    out = augment_batch(x, -0.4242, torch.Generator().manual_seed(0), **ranges)
+    untouched = (out == x).flatten(1).all(1).float().mean().item()
+    assert 0.35 < untouched < 0.65
+    assert augmentation(compose_config(["data.augment.strength=0"]).data.augment, 0, 1) is None
+
+
+def test_linear_one_cycle_rises_and_falls_in_straight_lines():
+    cfg = compose_config(["experiment=record_3762"])
+    optimizer = build_optimizer(cfg.optimizer, build_model(cfg.model))
+    scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch=15, epochs=15)
+    lrs = []
+    for _ in range(225):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.05)
+    assert max(lrs) == pytest.approx(0.1, rel=1e-3)
+    peak = lrs.index(max(lrs))
+    assert 28 <= peak <= 31  # 2 of 15 epochs
+    falls = [a - b for a, b in zip(lrs[peak:-1], lrs[peak + 1 :], strict=True)]
+    assert max(falls) - min(falls) < 1e-6  # a straight line down
