@@ -1,5 +1,9 @@
-"""The sweep's report, read from the study itself: winner.json, the Pareto front, and
-Hydra's own optimization_results.yaml, all in the sweep folder."""
+"""The sweep's report, read from the study itself: winner.json, the Pareto front, every
+trial as trials.csv, and Hydra's own optimization_results.yaml, all in the sweep folder.
+
+`python -m mnist_sweep.report --study NAME [--storage URL]` writes it again for any
+study, also one that is still running or was interrupted.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ log = logging.getLogger(__name__)
 
 WINNER = "winner.json"
 PARETO_CSV = "pareto_front.csv"
+TRIALS_CSV = "trials.csv"  # every trial, one row each: the evidence a search commits
 PARETO_PNG = "pareto_front.png"
 RESULTS = "optimization_results.yaml"
 
@@ -131,6 +136,44 @@ def _write_csv(path: Path, rows: list[TrialRow]) -> None:
     run_folder.atomic_write(path, write)
 
 
+def write_trials_csv(study: optuna.Study, path: Path) -> None:
+    """Every trial that ran: state, size, accuracy, epochs, time and each swept value."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+    keys = sorted({k for t in trials for k in t.params})
+    fields = ["trial", "state", "params", "selection_acc", "test_acc", "val_acc", "target_acc",
+              "feasible", "epochs_run", "seconds", "fail_reason", *keys]  # fmt: skip
+
+    def row(t: FrozenTrial) -> dict[str, Any]:
+        a = t.user_attrs
+        seconds = (
+            round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        return {
+            "trial": t.number,
+            "state": t.state.name,
+            "params": int(t.value) if t.value is not None else a.get("params"),
+            "selection_acc": a.get("selection_acc"),
+            "test_acc": a.get("test_acc"),
+            "val_acc": a.get("val_acc"),
+            "target_acc": a.get("target_acc"),
+            "feasible": is_feasible(t) if t.state == TrialState.COMPLETE else False,
+            "epochs_run": max(t.intermediate_values, default=None),
+            "seconds": seconds,
+            "fail_reason": a.get("fail_reason"),
+            **{k: t.params.get(k) for k in keys},
+        }
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(row(t) for t in trials)
+
+    run_folder.atomic_write(path, write)
+
+
 def plot_front(path: Path, rows: list[TrialRow], target: float, title: str) -> None:
     """Every completed trial by size and accuracy; feasible ones highlighted, front joined."""
     winner = pick_winner(rows)
@@ -155,6 +198,7 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
     record = winner_record(study, rows, target)
     run_folder.write_json(sweep_dir / WINNER, record)
     _write_csv(sweep_dir / PARETO_CSV, rows)
+    write_trials_csv(study, sweep_dir / TRIALS_CSV)
     if rows:
         plot_front(
             sweep_dir / PARETO_PNG,
@@ -182,3 +226,36 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
             "  (target met)" if row.feasible else "",
         )  # fmt: skip
     return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m mnist_sweep.report", description=__doc__)
+    parser.add_argument("--study", required=True, help="the study's name (its sweep folder's name)")
+    parser.add_argument(
+        "--storage", default="sqlite:///outputs/optuna.db", help="the study's storage URL"
+    )
+    parser.add_argument("--out", type=Path, help="folder to write to (default: its sweep folder)")
+    parser.add_argument("--target", type=float, help="target accuracy (default: the trials' own)")
+    args = parser.parse_args(argv)
+    if args.storage.startswith("sqlite:///") and not Path(args.storage[10:]).is_file():
+        print(f"error: no study database at {args.storage[10:]}; pass --storage", file=sys.stderr)
+        return 1
+    try:
+        study = optuna.load_study(study_name=args.study, storage=args.storage)
+    except KeyError:
+        print(f"error: no study {args.study!r} in {args.storage}", file=sys.stderr)
+        return 1
+    targets = [t.user_attrs["target_acc"] for t in study.trials if "target_acc" in t.user_attrs]
+    target = args.target if args.target is not None else float(targets[-1] if targets else 99.4)
+    out = args.out or Path("outputs") / "sweeps" / args.study
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    write(study, out, target)
+    print(f"report written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

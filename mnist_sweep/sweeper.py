@@ -168,6 +168,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         self.enqueue = list(enqueue or [])
         self.promote = promote
         self._rdb: optuna.storages.RDBStorage | None = None
+        self._reseeded = False
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -351,6 +352,21 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             swept = {k: v for k, v in point.items() if k in distributions}
             study.enqueue_trial(swept, skip_if_exists=True)
 
+    def _reseed_if_shared(self, study: optuna.Study) -> None:
+        """Once another worker's trial is seen, draw from a fresh random stream.
+
+        Workers started with the same sampler seed would otherwise propose the
+        same points (every one during a random start-up phase). A lone worker
+        keeps its seeded, reproducible sequence.
+        """
+        if self._reseeded:
+            return
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        workers = {t.user_attrs.get("worker") for t in self._taken(study)} - {None, me}
+        if workers:
+            self.sampler.reseed_rng()
+            self._reseeded = True
+
     def _trial_overrides(self, trial: Trial, sweep_dir: Path) -> tuple[str, ...]:
         subdir = f"trial_{trial.number:03d}"
         trial.set_user_attr("run_dir", str(sweep_dir / subdir))
@@ -402,6 +418,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         waiting_logged = False
         while True:
             self._fail_orphans(study)
+            self._reseed_if_shared(study)
             batch: list[Trial] = []
             for _ in range(min(self._owed(study), self.n_jobs)):
                 trial = study.ask()
