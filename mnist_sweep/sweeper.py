@@ -121,7 +121,10 @@ def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
         )
     ]
     front.sort(key=lambda t: -acc[t.number])
-    return (met + front)[:top]
+    unique: dict[str, FrozenTrial] = {}
+    for t in met + front:  # the same design tried twice is promoted once
+        unique.setdefault(json.dumps(t.params, sort_keys=True, default=str), t)
+    return list(unique.values())[:top]
 
 
 class SmallestNetSweeper(OptunaSweeperImpl):

@@ -370,3 +370,29 @@ def test_enqueued_keys_outside_the_space_get_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "no_such_study" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_promotion_takes_target_meeters_then_the_front_each_design_once():
+    from optuna.distributions import IntDistribution
+
+    from mnist_sweep.sweeper import promoted
+
+    def trial(number: int, params: int, acc: float, w: int) -> optuna.trial.FrozenTrial:
+        t = create_trial(
+            value=params, params={"model.w1": w},
+            distributions={"model.w1": IntDistribution(1, 99)},
+            user_attrs={"selection_acc": acc, "target_acc": 99.2},
+        )  # fmt: skip
+        t.number = number
+        return t
+
+    trials = [
+        trial(0, 3400, 99.02, 1),  # front, most accurate of the rest
+        trial(1, 3969, 99.23, 2),  # met the target
+        trial(2, 3969, 99.23, 2),  # the same design again
+        trial(3, 3500, 99.25, 3),  # met the target, smaller
+        trial(4, 2500, 98.90, 4),  # front
+        trial(5, 2600, 98.80, 5),  # dominated by trial 4
+    ]
+    assert [t.number for t in promoted(trials, top=4)] == [3, 1, 0, 4]
+    assert [t.number for t in promoted(trials, top=2)] == [3, 1]
