@@ -409,11 +409,11 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                     ret = e
             self._record(study, trial, ret, launched, time.time())
 
-    def _work_in_batches(self, study: optuna.Study) -> None:
+    def _work_in_batches(self, study: optuna.Study, workers: int) -> None:
         """The scheduler before issue #11: launch n_jobs trials, wait for all of them."""
         while (first := self._next_trial(study)) is not None:
             batch = [first]
-            while len(batch) < self.n_jobs and (more := self._next_trial(study, wait=False)):
+            while len(batch) < workers and (more := self._next_trial(study, wait=False)):
                 batch.append(more)
             launched = time.time()
             with ExitStack() as beating:
@@ -433,11 +433,9 @@ class SmallestNetSweeper(OptunaSweeperImpl):
 
     def _run_workers(self, study: optuna.Study, workers: int) -> None:
         if self._blocking_batches:
-            self._work_in_batches(study)
-            return
+            return self._work_in_batches(study, workers)
         if workers == 1:  # in this thread, where Ctrl-C lands
-            self._work(study, self.launcher)
-            return
+            return self._work(study, self.launcher)
         errors: list[BaseException] = []
 
         def worker(launcher: Launcher) -> None:
@@ -458,10 +456,8 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             )
             for _ in range(workers - 1)
         ]
-        threads = [
-            threading.Thread(target=worker, args=(launcher,), name=f"worker-{i}", daemon=True)
-            for i, launcher in enumerate(launchers)
-        ]
+        # Daemon threads: after Ctrl-C the sweep exits without waiting for their jobs.
+        threads = [threading.Thread(target=worker, args=(x,), daemon=True) for x in launchers]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -471,7 +467,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
 
     # -- the sweep -----------------------------------------------------------
 
-    def _write_throughput(self, sweep_dir: Path, workers: int, wall: float) -> dict[str, Any]:
+    def _write_throughput(self, sweep_dir: Path, workers: int, wall: float) -> None:
         """How busy the workers were: trial seconds (the time each job held its worker)
         over workers x the sweep's wall time."""
         record = {
@@ -485,7 +481,6 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             "trials_per_hour": round(self._told * 3600 / wall, 2) if wall else None,
         }
         run_folder.write_json(sweep_dir / THROUGHPUT, record)
-        return record
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
@@ -499,7 +494,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         self._enqueue_starting_trials(study, distributions)
         self._fail_orphans(study)
-        workers = 1 if self._blocking_batches else self._workers()
+        workers = self._workers()
         kept = len(study.get_trials(deepcopy=False, states=FINISHED))
         log.info(
             "study %s (storage %s): %d finished trials kept, %d to run by %d workers; "
@@ -525,8 +520,6 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 study.study_name,
             )
             raise
-        if self._blocking_batches:
-            workers = self.n_jobs
         self._write_throughput(sweep_dir, workers, time.monotonic() - started)
         winner = report.write(study, sweep_dir, target)
         if self._failures > self.max_failure_rate * self.n_trials:
