@@ -25,9 +25,7 @@ def objective_values(metrics: dict[str, Any]) -> dict[str, Any]:
 def task(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     try:
-        metrics = train(
-            cfg, hydra_cfg.runtime.output_dir, on_epoch_end=trial_reporter(hydra_cfg.sweeper)
-        )
+        metrics = train(cfg, hydra_cfg.runtime.output_dir, on_epoch_end=trial_reporter(hydra_cfg))
     except UserError as e:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the trial as failed, with this reason

@@ -16,6 +16,11 @@ speed (default)
     trains with the project's `train()` and reports the seconds of training
     (evaluation and compilation apart) and whether the final epoch reached
     `target_acc`.
+--sweep-utilisation
+    one small pruned sweep run twice, with the sweeper's old blocking batches
+    and with its asynchronous scheduler (see mnist_sweep/sweep_bench.py);
+    prints each one's utilisation and wall time, then
+    `utilisation: <old> -> <new>`.
 --accuracy
     one epoch on a training subset by each path, from the same initial weights,
     in the same batch order, without augmentation: the two test accuracies must
@@ -548,6 +553,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--accuracy", action="store_true", help="check both paths reach the same accuracy"
     )
     mode.add_argument(
+        "--sweep-utilisation",
+        action="store_true",
+        help="a small pruned sweep with the old blocking batches, then the asynchronous "
+        "scheduler: how busy each keeps its --workers",
+    )
+    mode.add_argument(
         "--variants",
         nargs="+",
         metavar="OVERRIDES",
@@ -571,6 +582,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--num-workers", type=int, default=2, help="reference DataLoader workers")
     p.add_argument(
+        "--workers", type=int, default=2, help="--sweep-utilisation: trials at once (default 2)"
+    )
+    p.add_argument(
         "--reference-threads",
         type=int,
         help="intra-op threads of the reference path (default: torch's, as the READMEs ran)",
@@ -584,7 +598,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tolerance", type=float, default=0.5, help="--accuracy: allowed gap in points")
     p.add_argument("--out", type=Path, help="--time-to-target: run folder (default: temporary)")
     args = p.parse_args(argv)
-    for name in ("batches", "repeats", "subset", "concurrent"):
+    for name in ("batches", "repeats", "subset", "concurrent", "workers"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     if args.warmup < 0 or args.num_workers < 0:
@@ -613,6 +627,16 @@ def build_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> DictCon
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sweep_utilisation:  # whole sweeps in their own processes: no config to build here
+        from mnist_sweep.sweep_bench import run_sweep_utilisation
+
+        data = [f"data.root={args.data_root}"] if args.data_root else []
+        try:
+            run_sweep_utilisation(args.workers, overrides=[*data, *args.overrides])
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
     try:
         cfg = build_config(args)
         device = resolve_device(cfg.trainer.device)

@@ -3,7 +3,8 @@
 A sweep picks its winner from one seed per configuration, so a 99.4% can be a
 lucky draw. This reruns the winner's exact overrides with seeds it was not
 selected on (as an ordinary multirun, one run folder per seed under
-SWEEP_DIR/confirm/) and reports each seed's final-epoch test accuracy, their
+SWEEP_DIR/confirm/, through the launcher the sweep used: joblib runs the seeds
+side by side, SLURM on the cluster) and reports each seed's final-epoch test accuracy, their
 mean and minimum, and on how many seeds the target held.
 """
 
@@ -14,6 +15,7 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from mnist_sweep.report import WINNER
 CONFIRM = "confirm.json"
 # Overrides that belong to the search, not to the winning configuration.
 SEARCH_ONLY = ("hparams_search=", "trainer.seed=", "hydra.")
+# The sweep's own settings that the confirmation runs keep: where and how jobs run.
+LAUNCHER = ("hydra/launcher=", "hydra.launcher.")
 
 
 def _winner(sweep_dir: Path) -> dict[str, Any]:
@@ -42,20 +46,27 @@ def _winner(sweep_dir: Path) -> dict[str, Any]:
     return winner
 
 
-def confirm(sweep_dir: str | Path, n_seeds: int = 3) -> dict[str, Any]:
-    """Retrain the winner with `n_seeds` fresh seeds; writes and returns confirm.json's content."""
+def launcher_overrides(run_dir: str | Path) -> list[str]:
+    """The launcher settings of the sweep that trained this run (none: Hydra's basic launcher)."""
+    saved = OmegaConf.load(Path(run_dir) / ".hydra" / "hydra.yaml").hydra.overrides.hydra
+    return [str(o) for o in saved if str(o).startswith(LAUNCHER)]
+
+
+def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Retrain the winner with `n_seeds` fresh seeds, through the sweep's launcher (`extra`
+    Hydra overrides come last); writes and returns confirm.json's content."""
     sweep_dir = Path(sweep_dir)
     winner = _winner(sweep_dir)
     overrides = [o for o in winner["overrides"] if not o.startswith(SEARCH_ONLY)]
-    search_seed = int(
-        OmegaConf.load(Path(winner["run_dir"]) / ".hydra" / "config.yaml").trainer.seed
-    )
+    run_dir = Path(winner["run_dir"])
+    search_seed = int(OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.seed)
     seeds = [search_seed + 1 + i for i in range(n_seeds)]
     out = sweep_dir / "confirm"
     command = [
         sys.executable, "-m", "mnist_sweep", "-m", *overrides,
         f"trainer.seed={','.join(map(str, seeds))}",
         f"hydra.sweep.dir={out}", "hydra.sweep.subdir=seed_${trainer.seed}",
+        *launcher_overrides(run_dir), *extra,
     ]  # fmt: skip
     subprocess.run(command, check=False)
 
@@ -116,11 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder holding winner.json")
     parser.add_argument("--seeds", type=int, default=3, help="how many fresh seeds (default 3)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides for the runs, e.g. hydra/launcher=joblib hydra.launcher.n_jobs=3 "
+        "(default: the sweep's own launcher settings)",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     try:
-        confirm(args.sweep_dir, args.seeds)
+        confirm(args.sweep_dir, args.seeds, args.overrides)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

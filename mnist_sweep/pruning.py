@@ -8,7 +8,6 @@ the study's direction, prunes the trials that are learning worst.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -18,12 +17,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
     from mnist_sweep.train import EpochCallback
-
-# Set per job (through hydra.job.env_set) by the sweeper: the trial's storage id.
-TRIAL_ENV = "MNIST_SWEEP_TRIAL_ID"
-# Studies of this process, for in-memory storage (storage: null) where a job
-# running in the sweeper's own process cannot load the study by URL.
-LOCAL_STUDIES: dict[str, optuna.Study] = {}
 
 
 def selection_split(metrics: dict[str, Any]) -> str:
@@ -121,16 +114,23 @@ class ReachablePruner(BasePruner):
         return best_case < float(target)
 
 
-def trial_reporter(sweeper_cfg: Any) -> EpochCallback | None:
-    """Per-epoch callback for the sweep trial this job runs, or None outside one."""
-    trial_id = os.environ.get(TRIAL_ENV)
-    if not trial_id:
+def trial_reporter(hydra_cfg: Any) -> EpochCallback | None:
+    """Per-epoch callback for the sweep trial this job runs, or None outside one.
+
+    The sweeper names the trial with the job override `hydra.job.optuna_trial=<number>`;
+    the study is the one `hydra.sweeper.storage` and `study_name` name.
+    """
+    number = hydra_cfg.job.get("optuna_trial")
+    if number is None:
         return None
-    name = sweeper_cfg.study_name
-    study = LOCAL_STUDIES.get(name) or optuna.load_study(
-        study_name=name, storage=sweeper_cfg.storage, pruner=build_pruner(sweeper_cfg.get("pruner"))
+    sweeper_cfg = hydra_cfg.sweeper
+    study = optuna.load_study(
+        study_name=sweeper_cfg.study_name,
+        storage=sweeper_cfg.storage,
+        pruner=build_pruner(sweeper_cfg.get("pruner")),
     )
-    trial = optuna.Trial(study, int(trial_id))
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    trial = optuna.Trial(study, trial_id)
 
     def report(metrics: dict[str, Any]) -> None:
         epoch = metrics["epochs"][-1]["epoch"]

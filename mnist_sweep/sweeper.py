@@ -7,12 +7,18 @@ params, custom_search_space) and adds what the stock one lacks:
 - the objective: minimise the parameter count, with final-epoch accuracy >=
   target_acc as an Optuna constraint (`Trial.set_constraint`), so the study's
   best trial is always a feasible one;
-- pruning: each job gets its trial through `hydra.job.env_set`, reports its
-  per-epoch error and stops when the configured pruner says so;
+- asynchronous trials: n_jobs workers each loop ask -> launch one job -> tell on
+  the shared study, so a worker whose trial was pruned starts the next one at
+  once instead of waiting for its batch; the sweep folder's throughput.json
+  says how busy the workers were;
+- pruning: each job learns its trial number from the `hydra.job.optuna_trial`
+  override, reports its per-epoch error and stops when the pruner says so;
 - resume: the study lives in storage (SQLite under outputs/ by default) under a
   name derived from the command, so re-running the command continues it:
-  finished trials are kept, trials whose process died are marked failed, and
-  only the trials still owed are run;
+  finished trials are kept, trials whose worker died are marked failed (by
+  Optuna's heartbeat, or at once for a dead process on this machine) and
+  retried with Optuna's RetryHeartbeatStaleTrialCallback, and only the trials
+  still owed are run;
 - failures: a failing trial is recorded FAIL with its reason and the sweep goes
   on, until more than max_failure_rate * n_trials trials have failed;
 - the report (winner.json, Pareto front) in the sweep folder.
@@ -22,20 +28,24 @@ Registered with Hydra through the `hydra.plugins` entry point in pyproject.toml.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import optuna
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import (
@@ -43,23 +53,22 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     create_params_from_overrides,
 )
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+
+# The heartbeat thread Optuna's own study.optimize runs beside every trial.
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_sweep import report, run_folder
 from mnist_sweep.processes import process_alive
-from mnist_sweep.pruning import (
-    LOCAL_STUDIES,
-    TRIAL_ENV,
-    accuracy_of,
-    build_pruner,
-    selection_accuracy,
-    selection_split,
-)
+from mnist_sweep.pruning import accuracy_of, build_pruner, selection_accuracy, selection_split
+from mnist_sweep.storage import display_url, open_storage, user_error
 
 log = logging.getLogger(__name__)
 
 SAMPLER_TARGETS = ["hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+THROUGHPUT = "throughput.json"
 
 
 def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -> str:
@@ -71,21 +80,6 @@ def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -
     search_space = {str(k): str(v) for k, v in (params or {}).items()}
     text = json.dumps({"overrides": sorted(task_overrides), "params": search_space}, sort_keys=True)
     return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-def display_url(url: str | None) -> str:
-    """A storage URL fit for logs: the password masked."""
-    if not url:
-        return "in memory"
-    from sqlalchemy.engine import make_url
-
-    return make_url(str(url)).render_as_string(hide_password=True)
-
-
-def _user_error(message: str) -> NoReturn:
-    # SystemExit passes through Hydra's and instantiate's `except Exception`:
-    # the user gets this one line instead of a traceback.
-    raise SystemExit(f"error: {message}")
 
 
 def _mark_run_failed(run_dir: str | None, reason: str) -> None:
@@ -127,6 +121,16 @@ def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
     return list(unique.values())[:top]
 
 
+def _busy_seconds(run_dir: str | None, launched: float, returned: float) -> float:
+    """How long a job held its worker: from its launch to its run's last act (the final
+    write of its metrics.json), not counting a wait for other jobs launched with it."""
+    try:
+        ended = (Path(run_dir) / run_folder.METRICS).stat().st_mtime  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        ended = returned
+    return min(max(ended - launched, 0.0), returned - launched)
+
+
 class SmallestNetSweeper(OptunaSweeperImpl):
     def __init__(
         self,
@@ -146,9 +150,10 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         retry_failed: int = 0,
         enqueue: Any = None,
         promote: Any = None,
+        _blocking_batches: bool = False,
     ) -> None:
         if str(direction) != "minimize":
-            _user_error(
+            user_error(
                 "this sweeper minimises the parameter count under an accuracy constraint; "
                 f"hydra.sweeper.direction must be 'minimize', got {direction!r}"
             )
@@ -172,74 +177,66 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         self.promote = promote
         self._rdb: optuna.storages.RDBStorage | None = None
         self._reseeded = False
+        # The scheduler before issue #11 (launch n_jobs, wait for all of them), kept
+        # only so that `python -m mnist_sweep.bench --sweep-utilisation` can compare.
+        self._blocking_batches = _blocking_batches
+        # What the workers of this process share, guarded by one lock: a
+        # Condition, so that a worker waiting for the study's last trials wakes
+        # as soon as a sibling's trial ends.
+        self._lock = threading.Condition()
+        self._in_flight: dict[int, Trial] = {}
+        self._stopping = self._interrupted = False
+        self._told = self._failures = 0
+        self._trial_seconds = 0.0
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         if not self.study_name:
             prefix = config.hydra.runtime.choices.get("hparams_search") or "sweep"
-            self.study_name = derive_study_name(
-                prefix, list(config.hydra.overrides.task), self.params
+            name = derive_study_name(prefix, list(config.hydra.overrides.task), self.params)
+            self.study_name = self._settle(config, "study_name", name)
+        if not self.storage:
+            # No storage named: a throwaway database that the jobs reach by URL like any other.
+            self._scratch = tempfile.TemporaryDirectory(prefix="mnist-sweep-")
+            self.storage = self._settle(
+                config, "storage", f"sqlite:///{self._scratch.name}/optuna.db"
             )
-            # Jobs are composed afresh from hydra.overrides.hydra, so the name
-            # goes there too; the sweep dir interpolates it.
-            sweeper_cfg, hydra_overrides = config.hydra.sweeper, config.hydra.overrides.hydra
-            with read_write(sweeper_cfg), open_dict(sweeper_cfg), read_write(hydra_overrides):
-                sweeper_cfg.study_name = self.study_name
-                hydra_overrides.append(f"hydra.sweeper.study_name={self.study_name}")
+        self.task_function = task_function
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    @staticmethod
+    def _settle(config: DictConfig, key: str, value: str) -> str:
+        """Fix a sweeper setting for the jobs too: they are composed afresh from
+        hydra.overrides.hydra, and their hydra.sweeper must equal the sweep's."""
+        sweeper_cfg, hydra_overrides = config.hydra.sweeper, config.hydra.overrides.hydra
+        with read_write(sweeper_cfg), open_dict(sweeper_cfg), read_write(hydra_overrides):
+            sweeper_cfg[key] = value
+            hydra_overrides.append(f"hydra.sweeper.{key}={value}")
+        return value
 
     # -- storage and study -------------------------------------------------
 
     def _open_study(self) -> optuna.Study:
-        # Heartbeats are "experimental" in Optuna; this sweeper relies on them knowingly.
+        # Heartbeats and the retry callback are "experimental" in Optuna; this
+        # sweeper relies on them knowingly...
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        # ...and uses them with ask/tell, which Optuna warns is not their usual use.
+        # ...and uses heartbeats with ask/tell, which Optuna warns is not their usual use.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        storage: Any = self.storage
-        if storage:
-            if str(storage).startswith("sqlite:///"):
-                Path(str(storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-            self._rdb = storage = self._connect(str(storage))
-        elif type(self.launcher).__name__ != "BasicLauncher":
-            _user_error(
-                "jobs in other processes cannot reach an in-memory study; set hydra.sweeper.storage"
-            )
-        study = optuna.create_study(
+        return optuna.create_study(
             study_name=self.study_name,
-            storage=storage,
+            storage=open_storage(
+                str(self.storage),
+                self.heartbeat_interval,
+                self.grace_period,
+                on_stale=self._after_stale,
+            ),
             sampler=self.sampler,
             direction="minimize",
             pruner=build_pruner(self.pruner_cfg),
             load_if_exists=True,
         )
-        LOCAL_STUDIES[study.study_name] = study
-        return study
-
-    def _connect(self, url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                # Heartbeats let any worker tell a trial whose process died from a slow one.
-                return optuna.storages.RDBStorage(
-                    url,
-                    heartbeat_interval=self.heartbeat_interval,
-                    grace_period=self.grace_period,
-                    heartbeat_stale_trial_callback=self._after_stale,
-                    engine_kwargs={"connect_args": {"timeout": 60}}
-                    if url.startswith("sqlite")
-                    else {},
-                )
-            except SQLAlchemyError:
-                # Workers starting together on a fresh database race to create
-                # Optuna's tables; a loser finds them made when it tries again.
-                if attempt == attempts:
-                    raise
-                log.info("storage not ready (attempt %d of %d), retrying", attempt, attempts)
-                time.sleep(attempt)
 
     @staticmethod
     def _taken(study: optuna.Study) -> list[FrozenTrial]:
@@ -260,13 +257,13 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         return True
 
     def _retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Queue the same parameters again (up to retry_failed times) for any worker to run."""
-        retries = int(trial.user_attrs.get("retries", 0))
-        if retries < self.retry_failed:
-            study.enqueue_trial(
-                trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1}
-            )
-            log.info("trial %d will be retried with the same parameters", trial.number)
+        """Queue the lost trial's parameters again (up to retry_failed times) for any worker."""
+        if len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) >= self.retry_failed:
+            return
+        lost = copy.deepcopy(trial)
+        lost.user_attrs = {}  # the retry is a run of its own: no inherited folder or reason
+        RetryHeartbeatStaleTrialCallback(max_retry=self.retry_failed)(study, lost)
+        log.info("trial %d will be retried with the same parameters", trial.number)
 
     def _after_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna has failed a trial whose worker sent no heartbeat for grace_period seconds."""
@@ -277,8 +274,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
 
     def _fail_orphans(self, study: optuna.Study) -> None:
         """Mark as failed (and retry, if configured) the RUNNING trials whose worker is gone."""
-        if self._rdb is not None:
-            optuna.storages.fail_stale_trials(study)  # any host: by heartbeat
+        fail_stale_trials(study)  # any host: by heartbeat
         host = socket.gethostname()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # This host's dead workers need not wait for the heartbeat's grace period.
@@ -288,37 +284,12 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 log.warning("trial %d was interrupted (its sweep process died)", trial.number)
                 self._retry(study, trial)
 
-    def _others_running(self, study: optuna.Study) -> int:
-        return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
     def _surplus(self, study: optuna.Study, trial: Trial) -> bool:
         """True when workers racing for the last trials asked for one too many: the
         later trial number yields, so the study never holds more than n_trials."""
         return sum(t.number < trial.number for t in self._taken(study)) >= self.n_trials
 
-    @contextmanager
-    def _heartbeat(self, trials: list[Trial]) -> Iterator[None]:
-        if self._rdb is None:
-            yield
-            return
-        stop = threading.Event()
-
-        def beat() -> None:
-            while True:
-                for trial in trials:
-                    self._rdb.record_heartbeat(trial._trial_id)
-                if stop.wait(self.heartbeat_interval):
-                    return
-
-        thread = threading.Thread(target=beat, daemon=True, name="optuna-heartbeat")
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-    # -- one batch of trials -----------------------------------------------
+    # -- starting points -----------------------------------------------------
 
     def _starting_points(self, study: optuna.Study) -> list[dict[str, Any]]:
         """`enqueue`'s points, then the smallest feasible designs of the `promote` study."""
@@ -330,7 +301,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             try:
                 earlier = optuna.load_study(study_name=name, storage=study._storage)
             except KeyError:
-                _user_error(
+                user_error(
                     f"hydra.sweeper.promote.study={name} is not in {display_url(self.storage)}; "
                     "name a study of the same storage (outputs/sweeps/<study name>/)"
                 )
@@ -348,7 +319,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         for point in self._starting_points(study):
             unknown = sorted(set(point) - set(distributions) - set(fixed))
             if unknown:
-                _user_error(
+                user_error(
                     f"hydra.sweeper.enqueue/promote names {', '.join(unknown)}, which the search "
                     "space does not sweep; add them to hydra.sweeper.params or drop them"
                 )
@@ -370,23 +341,65 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             self.sampler.reseed_rng()
             self._reseeded = True
 
-    def _trial_overrides(self, trial: Trial, sweep_dir: Path) -> tuple[str, ...]:
+    # -- one trial -------------------------------------------------------------
+
+    def _next_trial(
+        self, study: optuna.Study, wait: bool = True
+    ) -> tuple[Trial, tuple[str, ...], int] | None:
+        """The next trial to run, its job's overrides and job index; None once the study
+        holds n_trials finished ones (or the sweep is stopping).
+
+        While trials still run, keep watch: if one of them fails or its worker
+        dies, a trial is owed again and this worker runs it.
+        """
+        with self._lock:
+            waiting_logged = False
+            while not self._stopping:
+                self._fail_orphans(study)
+                self._reseed_if_shared(study)
+                if self._owed(study) > 0:
+                    trial = study.ask()
+                    if not self._surplus(study, trial):
+                        return self._start(study, trial)
+                    self._fail(study, trial, "surplus: other workers took the study's last trials")
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                if not running or not wait:
+                    return None
+                others = running - len(self._in_flight)
+                if others > 0 and not waiting_logged:
+                    log.info("waiting for the %d trials other workers are running", others)
+                    waiting_logged = True
+                self._lock.wait(self.heartbeat_interval)
+            return None
+
+    def _start(self, study: optuna.Study, trial: Trial) -> tuple[Trial, tuple[str, ...], int]:
+        (job,) = self._configure_trials([trial], *self._space)
         subdir = f"trial_{trial.number:03d}"
-        trial.set_user_attr("run_dir", str(sweep_dir / subdir))
+        trial.set_user_attr("run_dir", str(Path(str(self.config.hydra.sweep.dir)) / subdir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        return (
-            f"hydra.sweep.subdir={subdir}",
-            f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}",
+        lost = RetryHeartbeatStaleTrialCallback.retried_trial_number(
+            study.get_trials(deepcopy=False)[trial.number]
         )
+        if lost is not None:
+            trial.set_user_attr("retry_of", lost)
+        # The job's one link to its trial: an override in Hydra's own job settings,
+        # read by __main__ (and kept in the run's .hydra/hydra.yaml).
+        job = (*job, f"hydra.sweep.subdir={subdir}", f"++hydra.job.optuna_trial={trial.number}")
+        self._in_flight[trial.number] = trial
+        self.job_idx += 1
+        return trial, job, self.job_idx - 1
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: Any) -> bool:
         """Record one job's outcome in the study; False when the trial failed."""
-        target = float(ret.cfg.target_acc) if ret.cfg is not None else float(self.config.target_acc)
+        cfg = getattr(ret, "cfg", None)
+        target = float((cfg if cfg is not None else self.config).target_acc)
         trial.set_user_attr("target_acc", target)
         try:
+            if isinstance(ret, BaseException):  # the launcher lost the job itself
+                raise ret
             result = ret.return_value
         except optuna.TrialPruned as e:
-            reported = study.trials[trial.number].intermediate_values
+            reported = study.get_trials(deepcopy=False)[trial.number].intermediate_values
             if reported:
                 accuracy = accuracy_of(reported[max(reported)])
                 trial.set_user_attr("selection_acc", accuracy)
@@ -412,34 +425,108 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         )  # fmt: skip
         return True
 
-    def _next_batch(self, study: optuna.Study) -> list[Trial]:
-        """The next trials to run; empty once the study holds n_trials finished ones.
+    def _record(
+        self, study: optuna.Study, trial: Trial, ret: Any, launched: float, returned: float
+    ) -> None:
+        with self._lock:
+            self._in_flight.pop(trial.number, None)
+            if self._interrupted:  # Ctrl-C has recorded it already
+                return
+            self._failures += not self._tell(study, trial, ret)
+            self._told += 1
+            self._trial_seconds += _busy_seconds(
+                trial.user_attrs.get("run_dir"), launched, returned
+            )
+            if self._failures > self.max_failure_rate * self.n_trials:
+                self._stopping = True
+            self._lock.notify_all()
 
-        While other workers still run the last trials, keep watch: if one of
-        them dies, its trial is failed (and retried) here instead of being lost.
-        """
-        waiting_logged = False
-        while True:
-            self._fail_orphans(study)
-            self._reseed_if_shared(study)
-            batch: list[Trial] = []
-            for _ in range(min(self._owed(study), self.n_jobs)):
-                trial = study.ask()
-                if self._surplus(study, trial):
-                    self._fail(study, trial, "surplus: other workers took the study's last trials")
-                    break
-                batch.append(trial)
-            if batch:
-                return batch
-            running = self._others_running(study)
-            if not running:
-                return []
-            if not waiting_logged:
-                log.info("waiting for the %d trials other workers are running", running)
-                waiting_logged = True
-            time.sleep(self.heartbeat_interval)
+    # -- workers -----------------------------------------------------------------
+
+    def _work(self, study: optuna.Study, launcher: Launcher) -> None:
+        """One worker: ask -> launch one job -> tell, until the study holds n_trials."""
+        while (started := self._next_trial(study)) is not None:
+            trial, job, idx = started
+            launched = time.time()
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                try:
+                    (ret,) = launcher.launch([job], initial_job_idx=idx)
+                except Exception as e:  # a killed joblib worker, a cancelled SLURM job
+                    ret = e
+            self._record(study, trial, ret, launched, time.time())
+
+    def _work_in_batches(self, study: optuna.Study, workers: int) -> None:
+        """The scheduler before issue #11: launch n_jobs trials, wait for all of them."""
+        while (first := self._next_trial(study)) is not None:
+            batch = [first]
+            while len(batch) < workers and (more := self._next_trial(study, wait=False)):
+                batch.append(more)
+            launched = time.time()
+            with ExitStack() as beating:
+                for trial, _, _ in batch:
+                    beating.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+                returns = self.launcher.launch([j for _, j, _ in batch], batch[0][2])
+            for (trial, _, _), ret in zip(batch, returns, strict=True):
+                self._record(study, trial, ret, launched, time.time())
+
+    def _workers(self) -> int:
+        # The basic launcher runs its jobs in this very process, one at a time.
+        if type(self.launcher).__name__ == "BasicLauncher" and self.n_jobs > 1:
+            log.info("the basic launcher runs one trial at a time; for n_jobs=%d trials at "
+                     "once use hydra/launcher=joblib (or submitit)", self.n_jobs)  # fmt: skip
+            return 1
+        return max(1, self.n_jobs)
+
+    def _run_workers(self, study: optuna.Study, workers: int) -> None:
+        if self._blocking_batches:
+            return self._work_in_batches(study, workers)
+        if workers == 1:  # in this thread, where Ctrl-C lands
+            return self._work(study, self.launcher)
+        errors: list[BaseException] = []
+
+        def worker(launcher: Launcher) -> None:
+            try:
+                self._work(study, launcher)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the sweep's thread
+                with self._lock:
+                    errors.append(e)
+                    self._stopping = True
+                    self._lock.notify_all()
+
+        # A launcher of its own per worker: none of them need be safe to share.
+        launchers = [self.launcher] + [
+            Plugins.instance().instantiate_launcher(
+                config=self.config,
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+            )
+            for _ in range(workers - 1)
+        ]
+        # Daemon threads: after Ctrl-C the sweep exits without waiting for their jobs.
+        threads = [threading.Thread(target=worker, args=(x,), daemon=True) for x in launchers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
 
     # -- the sweep -----------------------------------------------------------
+
+    def _write_throughput(self, sweep_dir: Path, workers: int, wall: float) -> None:
+        """How busy the workers were: trial seconds (the time each job held its worker)
+        over workers x the sweep's wall time."""
+        record = {
+            "scheduler": "blocking batches" if self._blocking_batches else "asynchronous",
+            "launcher": type(self.launcher).__name__,
+            "workers": workers,
+            "trials": self._told,
+            "wall_seconds": round(wall, 3),
+            "trial_seconds": round(self._trial_seconds, 3),
+            "utilisation": round(self._trial_seconds / (workers * wall), 4) if wall else None,
+            "trials_per_hour": round(self._told * 3600 / wall, 2) if wall else None,
+        }
+        run_folder.write_json(sweep_dir / THROUGHPUT, record)
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
@@ -448,54 +535,45 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         )
         for name in fixed_params:
             distributions.pop(name, None)
+        self._space = (distributions, fixed_params, fixed_overrides)
         study = self._open_study()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         self._enqueue_starting_trials(study, distributions, fixed_params)
         self._fail_orphans(study)
+        workers = self._workers()
         kept = len(study.get_trials(deepcopy=False, states=FINISHED))
         log.info(
-            "study %s (storage %s): %d finished trials kept, %d to run; sweep folder %s",
+            "study %s (storage %s): %d finished trials kept, %d to run by %d workers; "
+            "sweep folder %s",
             study.study_name, display_url(self.storage), kept, max(self._owed(study), 0),
-            sweep_dir,
+            workers, sweep_dir,
         )  # fmt: skip
         # A search preset may fix its own target (a screening stage does).
         target = float(fixed_params.get("target_acc", self.config.target_acc))
-        failures = 0
-        in_flight: list[Trial] = []
+        started = time.monotonic()
         try:
-            while in_flight := self._next_batch(study):
-                jobs = self._configure_trials(
-                    in_flight, distributions, fixed_params, fixed_overrides
-                )
-                jobs = [
-                    (*job, *self._trial_overrides(t, sweep_dir))
-                    for job, t in zip(jobs, in_flight, strict=True)
-                ]
-                with self._heartbeat(in_flight):
-                    returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
-                self.job_idx += len(returns)
-                failures += sum(
-                    not self._tell(study, t, r) for t, r in zip(in_flight, returns, strict=True)
-                )
-                in_flight = []
-                if failures > self.max_failure_rate * self.n_trials:
-                    report.write(study, sweep_dir, target)
-                    _user_error(
-                        f"stopping the sweep: {failures} of {self.job_idx} trials failed "
-                        f"(max_failure_rate={self.max_failure_rate}); their reasons are in the log "
-                        "above, the study's fail_reason attributes and the run folders"
-                    )
+            self._run_workers(study, workers)
         except KeyboardInterrupt:
-            for trial in in_flight:
-                self._fail(study, trial, "interrupted (Ctrl-C)")
+            with self._lock:
+                self._interrupted = True
+                for trial in list(self._in_flight.values()):
+                    self._fail(study, trial, "interrupted (Ctrl-C)")
             report.write(study, sweep_dir, target)
+            self._write_throughput(sweep_dir, workers, time.monotonic() - started)
             log.error(
                 "interrupted: the study keeps every finished trial; "
                 "re-run the same command to continue %s",
                 study.study_name,
             )
             raise
+        self._write_throughput(sweep_dir, workers, time.monotonic() - started)
         winner = report.write(study, sweep_dir, target)
+        if self._failures > self.max_failure_rate * self.n_trials:
+            user_error(
+                f"stopping the sweep: {self._failures} of {self._told} trials failed "
+                f"(max_failure_rate={self.max_failure_rate}); their reasons are in the log "
+                "above, the study's fail_reason attributes and the run folders"
+            )
         if self.confirm_seeds > 0 and winner["params"] is not None:
             from mnist_sweep.confirm import confirm
 

@@ -18,8 +18,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from mnist_sweep.storage import open_storage
 from mnist_sweep.sweeper import FINISHED
-from tests.conftest import compose_config, start_cli, wait_until
+from tests.conftest import compose_config, run_cli, start_cli, wait_until
 from tests.test_sweep import SWEEP, _sweep_dir, run_sweep
 
 PASSWORD = "s3cret-never-logged"
@@ -88,8 +89,9 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
         _unavailable(f"could not start a PostgreSQL server: {e}")
     try:
+        # The URL as users type it (SQLAlchemy 2.1 picks the psycopg 3 driver for it).
         # trust auth accepts any password: it is there to prove none is ever written out.
-        yield f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             [*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
@@ -150,6 +152,31 @@ def test_two_workers_share_one_study_on_postgres(tmp_path, postgres_url):
     for path in (tmp_path / "outputs").rglob("*"):
         if path.is_file() and path.suffix in (".yaml", ".json", ".log", ".csv"):
             assert PASSWORD not in path.read_text(errors="ignore"), path
+
+
+def test_psycopg2_urls_keep_working(postgres_url):
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg2://")
+    storage = open_storage(url, heartbeat_interval=30, grace_period=120, on_stale=print)
+    study = optuna.create_study(study_name="psycopg2", storage=storage)
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    assert optuna.load_study(study_name="psycopg2", storage=postgres_url).best_value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("scheme", "says"),
+    [
+        ("postgresql", "error: cannot reach storage postgresql://optuna:***@127.0.0.1:"),
+        ("postgresql+nosuchdriver", "error: cannot open storage postgresql+nosuchdriver://"),
+    ],
+)
+def test_storage_that_cannot_be_opened_is_one_line(tmp_path, scheme, says):
+    port = _free_port()  # nothing listens there
+    url = f"{scheme}://optuna:{PASSWORD}@127.0.0.1:{port}/optuna"
+    result = run_cli(*SWEEP, cwd=tmp_path, env={"MNIST_SWEEP_STORAGE": url})
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(says), line
+    assert PASSWORD not in result.stderr + result.stdout
 
 
 def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots, report
+from mnist_sweep.confirm import launcher_overrides
 from mnist_sweep.pruning import TargetPruner, is_feasible
 from mnist_sweep.sweeper import FINISHED, derive_study_name
 from tests.conftest import REPO, run_cli, start_cli, wait_until
@@ -100,6 +101,26 @@ def test_sweep_report_matches_the_study(finished_sweep):
     results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     assert results.best_value == winner["params"]
     assert dict(results.best_params) == expected.params
+
+
+def test_sweep_records_its_throughput(finished_sweep):
+    record = json.loads((_sweep_dir(finished_sweep) / "throughput.json").read_text())
+    assert record["scheduler"] == "asynchronous"
+    assert (record["launcher"], record["workers"], record["trials"]) == ("BasicLauncher", 1, 4)
+    wall, busy = record["wall_seconds"], record["trial_seconds"]
+    assert 0 < busy <= wall
+    assert record["utilisation"] == pytest.approx(busy / wall, abs=1e-3)
+    assert record["trials_per_hour"] == pytest.approx(4 * 3600 / wall, rel=1e-3)
+
+
+def test_confirm_runs_through_the_sweeps_launcher(tmp_path):
+    saved = {"hydra": {"overrides": {"hydra": [
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "hydra.sweeper.n_jobs=3",
+        "hydra.sweep.subdir=trial_004", "++hydra.job.optuna_trial=4",
+    ]}}}  # fmt: skip
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create(saved), tmp_path / ".hydra" / "hydra.yaml")
+    assert launcher_overrides(tmp_path) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
 
 
 def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
@@ -278,6 +299,16 @@ def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
     assert sorted(p.name for p in _sweep_dir(tmp_path).glob("trial_*")) == [
         "trial_000", "trial_001", "trial_002", "trial_003",
     ]  # fmt: skip
+    throughput = json.loads((_sweep_dir(tmp_path) / "throughput.json").read_text())
+    assert (throughput["workers"], throughput["trials"]) == (2, 4)
+
+
+def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
+    run_sweep(tmp_path, "hydra.sweeper.n_trials=1", "hydra.sweeper.storage=null")
+    assert not (tmp_path / "outputs" / "optuna.db").exists()
+    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    winner = json.loads((sweep_dir / "winner.json").read_text())
+    assert sum(winner["trials"].values()) == 1
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):

@@ -1,0 +1,89 @@
+"""`python -m mnist_sweep.bench --sweep-utilisation`: how busy a sweep keeps its workers.
+
+Runs one small pruned sweep twice, with the same trials, through the joblib
+launcher: first with the blocking batches the sweeper used before issue #11
+(launch n_jobs trials, wait for all of them), then with the asynchronous
+scheduler (each worker starts its next trial as soon as its last one ends). The
+trials alternate between a learning rate that trains for every epoch and a
+learning rate of 0 that the threshold pruner stops after the first, so they
+differ in length as a real search's pruned and unpruned trials do. Each sweep's
+figures come from its own throughput.json; the last lines compare them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Tiny trainings, as the tests run them; a learning rate of 0 stays near 10%
+# accuracy, which the threshold pruner (error above 86 points) stops at epoch 1.
+SWEEP = [
+    "hydra/sweeper=mnist_optuna", "hydra/sweeper/pruner=threshold",
+    "hydra.sweeper.pruner.upper=86", "hydra.sweeper.pruner.n_warmup_steps=1",
+    "model=tiny", "data.train_subset=1000", "data.batch_size=64", "data.augment.strength=0",
+    "trainer.epochs=3", "trainer.device=cpu", "trainer.progress=false",
+    "optimizer.lr=choice(0.1,0.0)",
+]  # fmt: skip
+SCHEDULERS = {"blocking batches": True, "asynchronous": False}
+
+
+def sweep_command(
+    sweep_dir: Path, workers: int, trials: int, blocking: bool, overrides: Sequence[str] = ()
+) -> list[str]:
+    """The sweep, with its trials queued in order: a full one, a pruned one, and so on."""
+    points = ",".join(f"{{optimizer.lr:{0.1 if i % 2 == 0 else 0.0}}}" for i in range(trials))
+    return [
+        sys.executable, "-m", "mnist_sweep", "-m", *SWEEP,
+        "hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}",
+        f"hydra.sweeper.n_jobs={workers}", f"hydra.sweeper.n_trials={trials}",
+        f"hydra.sweeper.enqueue=[{points}]",
+        f"hydra.sweeper.storage=sqlite:///{sweep_dir.parent}/optuna.db",
+        f"hydra.sweeper.study_name={sweep_dir.name}", f"hydra.sweep.dir={sweep_dir}",
+        *(["++hydra.sweeper._blocking_batches=true"] if blocking else []), *overrides,
+    ]  # fmt: skip
+
+
+def run_sweep(sweep_dir: Path, command: list[str]) -> dict[str, Any]:
+    """Run one sweep; its throughput.json, with the trial counts of its winner.json."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the sweep failed:\n{result.stderr[-3000:]}")
+    throughput = json.loads((sweep_dir / "throughput.json").read_text())
+    throughput["states"] = json.loads((sweep_dir / "winner.json").read_text())["trials"]
+    return throughput
+
+
+def run_sweep_utilisation(
+    workers: int = 2, trials: int = 8, overrides: Sequence[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """Both schedulers on the same trials, one after the other; prints and returns their
+    throughput records."""
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="sweep_bench_") as tmp:
+        for name, blocking in SCHEDULERS.items():
+            sweep_dir = Path(tmp) / name.replace(" ", "_")
+            record = run_sweep(
+                sweep_dir, sweep_command(sweep_dir, workers, trials, blocking, overrides)
+            )
+            states = record["states"]
+            print(
+                f"{name}: {record['workers']} workers, {record['trials']} trials "
+                f"({states['complete']} complete, {states['pruned']} pruned) in "
+                f"{record['wall_seconds']:.1f} s wall, {record['trial_seconds']:.1f} s of "
+                f"trials, utilisation {record['utilisation']:.2f}, "
+                f"{record['trials_per_hour']:.0f} trials/h",
+                flush=True,
+            )
+            results[name] = record
+    old, new = (results[name] for name in SCHEDULERS)
+    print(
+        f"wall time: {old['wall_seconds']:.1f} s -> {new['wall_seconds']:.1f} s "
+        f"(ratio new/old {new['wall_seconds'] / old['wall_seconds']:.2f})"
+    )
+    print(f"utilisation: {old['utilisation']:.2f} -> {new['utilisation']:.2f}")
+    return results
