@@ -55,6 +55,7 @@ from mnist_sweep.pruning import (
     selection_accuracy,
     selection_split,
 )
+from mnist_sweep.samplers import bind_grid
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +404,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         )
         for name in fixed_params:
             distributions.pop(name, None)
+        self.sampler, self.n_trials = bind_grid(self.sampler, distributions, self.n_trials)
         study = self._open_study()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         self._enqueue_starting_trials(study, distributions)

@@ -320,3 +320,42 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
     assert any(t.state == TrialState.COMPLETE for t in trials)
     metrics = json.loads((tmp_path / stopped.user_attrs["run_dir"] / "metrics.json").read_text())
     assert metrics["status"] == "failed"
+
+
+# One short sweep per stock sampler with the search preset, which must not
+# impose TPE's keys on the others. The model-based samplers are told to start
+# modelling at the second trial, so that their own code runs, not only their
+# random start.
+SAMPLERS = {
+    "tpe": ("TPESampler", ["hydra.sweeper.sampler.n_startup_trials=1"]),
+    "random": ("RandomSampler", []),
+    "gp": ("GPSampler", ["hydra.sweeper.sampler.n_startup_trials=1"]),
+    "cmaes": ("CmaEsSampler", ["hydra.sweeper.sampler.n_startup_trials=1"]),
+    "nsgaii": ("create_nsgaii_sampler", ["hydra.sweeper.sampler.population_size=2"]),
+    "qmc": ("QMCSampler", []),
+    # A grid needs a discrete space: the preset's intervals get fixed values.
+    "grid": ("GridSampler", [
+        "model.w1=choice(2,4)", "model.w2=choice(4)", "model.w3=choice(4)", "dropout.p=0",
+        "optimizer.weight_decay=1e-4", "scheduler.pct_start=0.3", "trainer.label_smoothing=0",
+    ]),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_every_stock_sampler_runs_with_the_preset(tmp_path, sampler):
+    target, extra = SAMPLERS[sampler]
+    swept = {arg.partition("=")[0] for arg in extra}
+    args = [a for a in SWEEP if a.partition("=")[0] not in swept]
+    result = run_cli(
+        *args, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.n_trials=2", *extra, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    assert sum(t.state in FINISHED for t in trials) == 2
+    for trial in trials:
+        hydra_yaml = OmegaConf.load(tmp_path / trial.user_attrs["run_dir"] / ".hydra/hydra.yaml")
+        assert hydra_yaml.hydra.sweeper.sampler._target_.endswith(target)
+    if sampler == "grid":  # two different points of the grid
+        assert {t.params["model.w1"] for t in trials} <= {2, 4}
+        assert len({tuple(sorted(t.params.items())) for t in trials}) == 2
