@@ -52,7 +52,8 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if "selection_acc" in t.user_attrs
     ]
-    front = set(plots.pareto_front([(t.value, t.user_attrs["selection_acc"]) for t in complete]))
+    front = plots.pareto_front(complete, key=lambda t: (t.value, t.user_attrs["selection_acc"]))
+    on_front = {t.number for t in front}
     rows = [
         TrialRow(
             trial=t.number,
@@ -61,11 +62,11 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
             test_acc=t.user_attrs["test_acc"],
             val_acc=t.user_attrs.get("val_acc"),
             feasible=is_feasible(t),
-            on_front=i in front,
+            on_front=t.number in on_front,
             run_dir=t.user_attrs.get("run_dir"),
             overrides=_overrides(t),
         )
-        for i, t in enumerate(complete)
+        for t in complete
     ]
     return sorted(rows, key=lambda r: (r.params, -r.selection_acc, r.trial))
 

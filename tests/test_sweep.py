@@ -146,7 +146,9 @@ def test_infeasible_trial_is_never_the_winner(tmp_path):
 
 def test_pareto_front_keeps_only_undominated_points():
     points = [(100, 90.0), (200, 95.0), (150, 89.0), (300, 94.0), (400, 99.0), (400, 98.0)]
-    assert plots.pareto_front(points) == [0, 1, 4]
+    assert plots.pareto_front(points) == [(100, 90.0), (200, 95.0), (400, 99.0)]
+    runs = [{"name": "a", "size": 300, "acc": 99.0}, {"name": "b", "size": 100, "acc": 99.5}]
+    assert plots.pareto_front(runs, key=lambda r: (r["size"], r["acc"])) == [runs[1]]
 
 
 def test_target_pruner_stops_trials_behind_every_winner():
