@@ -115,10 +115,13 @@ CURVE_STYLES: dict[str, dict[str, Any]] = {
 
 def accuracy_floor(finals: Sequence[float], ends: Sequence[float] = ()) -> float:
     """The bottom of an accuracy axis that shows where runs differ: a bit below the
-    worst final accuracy (and the worst point where a pruned run stopped, `ends`).
-    Earlier epochs below it leave through the bottom edge."""
-    values = [*finals, *ends]
-    low, high = min(values), max(values)
+    worst final accuracy (and the worst point where a pruned run stopped, `ends`),
+    outliers aside (a run stuck at chance would flatten all the others into a band).
+    Earlier epochs, and the outliers, leave through the bottom edge."""
+    values = sorted([*finals, *ends])
+    q1, q3 = values[len(values) // 4], values[(3 * len(values)) // 4]
+    fence = q1 - 3 * max(q3 - q1, 0.5)  # Tukey's "far out", on at least half a point
+    low, high = min(v for v in values if v >= fence), values[-1]
     return max(0.0, low - max(0.25 * (high - low), 0.2))
 
 
@@ -140,7 +143,8 @@ def accuracy_curves(
             continue
         style = dict(CURVE_STYLES[curve.kind])
         style["zorder"] = style.get("zorder", 1) + 1 - i / len(curves)  # the first on top
-        label = curve.label or (curve.kind if curve.kind not in labelled else None)
+        kind_label = "pruned (x: where it stopped)" if curve.kind == "pruned" else curve.kind
+        label = curve.label or (kind_label if curve.kind not in labelled else None)
         labelled.add(curve.kind)
         (line,) = ax.plot(*zip(*curve.points, strict=True), label=label, **style)
         if curve.cut:
@@ -151,8 +155,14 @@ def accuracy_curves(
     best = max((y for c in curves for _, y in c.points), default=100.0)
     top = max(best, target or 0.0)
     ax.set_ylim(floor, min(100.0, top + max(0.1 * (top - floor), 0.05)))
+    below = [c.points[-1][1] for c in curves if c.points and c.points[-1][1] < floor]
+    if below:  # say so: a run that ends below the axis is not in the picture
+        ax.text(
+            0.99, 0.01, f"{len(below)} ended below the axis (lowest {min(below):.2f}%)",
+            transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.3",
+        )  # fmt: skip
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    if any(c.cut for c in curves):
+    if any(c.cut and c.kind != "pruned" for c in curves):  # "pruned" says it already
         ax.plot([], [], marker="x", color="0.3", ls="none", label="stopped (pruned)")
     finish(fig, ax, target, path, legend_outside=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 from pathlib import Path
 
+import matplotlib.image
 import optuna
 import pytest
 from omegaconf import OmegaConf
@@ -91,6 +93,31 @@ def test_sweep_report_matches_the_study(finished_sweep):
     results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     assert results.best_value == winner["params"]
     assert dict(results.best_params) == expected.params
+
+
+REPORT_PLOTS = [report.PARETO_PNG, report.HISTORY_PNG, report.IMPORTANCES_PNG]
+REPORT_PLOTS += [report.INTERMEDIATE_PNG]
+
+
+def test_sweep_folder_holds_the_report_plots(finished_sweep):
+    sweep_dir = _sweep_dir(finished_sweep)
+    for name in REPORT_PLOTS:
+        image = matplotlib.image.imread(sweep_dir / name)  # a PNG that loads
+        height, width = image.shape[:2]
+        assert height > 200 and width > 300, name
+        assert image.std() > 0.01, f"{name} is blank"
+
+
+def test_a_study_too_small_for_a_plot_skips_it_with_a_log_line(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="mnist_sweep.report")
+    report.write(_study_with([(900, 99.5)], target=99.4), tmp_path, 99.4)
+    assert (tmp_path / report.WINNER).is_file()
+    assert (tmp_path / report.HISTORY_PNG).is_file() and (tmp_path / report.PARETO_PNG).is_file()
+    assert not (tmp_path / report.IMPORTANCES_PNG).exists()
+    assert f"no {report.IMPORTANCES_PNG}: it needs 2 completed trials" in caplog.text
+    report.write(optuna.create_study(), tmp_path / "empty", 99.4)  # no trial at all
+    assert not list((tmp_path / "empty").glob("*.png"))
+    assert "no trial completed" in caplog.text
 
 
 def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
