@@ -81,14 +81,18 @@ def size_vs_accuracy(
     if front:
         ax.plot(*zip(*front, strict=True), color="tab:blue", drawstyle="steps-post",
                 label="Pareto front", zorder=2)  # fmt: skip
-    for text, point in labels:
-        ax.annotate(text, point, (6, -12), textcoords="offset points")
+    for i, (text, point) in enumerate(labels):
+        # Staggered: neighbours on the front are often close in size.
+        ax.annotate(text, point, (6, (-12, 4, -24)[i % 3]), textcoords="offset points")
     ax.set(xscale="log", xlabel="parameters (log scale)", ylabel=ylabel, title=title)
     # Readable sizes (5,000 rather than 5x10^3), also when the runs span less than a decade.
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost runs
+    ax.margins(x=0.15)  # room for the labels of the outermost runs
+    ys = [y for points in groups.values() for _, y in points]
+    if ys:
+        zoom_accuracy(ax, accuracy_floor(ys), ys, target)
     finish(fig, ax, target, path)
 
 
@@ -125,6 +129,21 @@ def accuracy_floor(finals: Sequence[float], ends: Sequence[float] = ()) -> float
     return max(0.0, low - max(0.25 * (high - low), 0.2))
 
 
+def zoom_accuracy(
+    ax: Any, floor: float, lasts: Sequence[float], target: float | None, best: float | None = None
+) -> None:
+    """The y-axis from `floor` to just above the best accuracy (or the target), and a
+    note counting the runs whose last accuracy, `lasts`, is below it."""
+    top = max(best if best is not None else max(lasts), target or 0.0)
+    ax.set_ylim(floor, min(100.0, top + max(0.1 * (top - floor), 0.05)))
+    below = [y for y in lasts if y < floor]
+    if below:  # say so: a run that ends below the axis is not in the picture
+        ax.text(
+            0.99, 0.01, f"{len(below)} below the axis (lowest {min(below):.2f}%)",
+            transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.3",
+        )  # fmt: skip
+
+
 def accuracy_curves(
     path: Path,
     curves: Sequence[Curve],
@@ -152,15 +171,10 @@ def accuracy_curves(
     if floor is None:
         lasts = [c.points[-1][1] for c in curves if c.points]
         floor = accuracy_floor(lasts) if lasts else 0.0
-    best = max((y for c in curves for _, y in c.points), default=100.0)
-    top = max(best, target or 0.0)
-    ax.set_ylim(floor, min(100.0, top + max(0.1 * (top - floor), 0.05)))
-    below = [c.points[-1][1] for c in curves if c.points and c.points[-1][1] < floor]
-    if below:  # say so: a run that ends below the axis is not in the picture
-        ax.text(
-            0.99, 0.01, f"{len(below)} ended below the axis (lowest {min(below):.2f}%)",
-            transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.3",
-        )  # fmt: skip
+    zoom_accuracy(
+        ax, floor, [c.points[-1][1] for c in curves if c.points], target,
+        best=max((y for c in curves for _, y in c.points), default=100.0),
+    )  # fmt: skip
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.get_major_locator().set_params(integer=True)
     if any(c.cut and c.kind != "pruned" for c in curves):  # "pruned" says it already
