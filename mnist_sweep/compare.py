@@ -291,9 +291,12 @@ def _two_lines(name: str) -> str:
     return f"{name[:cut]}\n{name[cut:]}"
 
 
-def fit_columns(header: Sequence[str], cells: Sequence[Sequence[str]], width: int) -> list[int]:
-    """The columns that fit in `width` characters: the key columns always, then the
-    others left to right, each if it fits whole (a cut value cannot be read)."""
+def fit_columns(
+    header: Sequence[str], cells: Sequence[Sequence[str]], width: int
+) -> tuple[list[int], int]:
+    """The columns that fit in `width` characters, and the width they take: the key
+    columns always, then the others left to right, each if it fits whole (a cut
+    value cannot be read)."""
     natural = [
         max(len(line) for text in (h, *(row[i] for row in cells)) for line in text.split("\n"))
         for i, h in enumerate(header)
@@ -304,18 +307,15 @@ def fit_columns(header: Sequence[str], cells: Sequence[Sequence[str]], width: in
         if i not in shown and used + GAP + natural[i] <= width:
             shown.add(i)
             used += GAP + natural[i]
-    return sorted(shown)
+    return sorted(shown), used
 
 
-def render_table(
-    rows: Sequence[RunRow], keys: Sequence[str], console: Console, width: int
-) -> list[str]:
-    """Print the table within `width` characters; returns the names of the columns
-    left out for lack of room."""
+def render_table(rows: Sequence[RunRow], keys: Sequence[str], width: int) -> list[str]:
+    """Print the table within `width` characters (wider only if the key columns alone
+    are: they are never cut); returns the names of the columns left out for lack of room."""
     header, cells = table_rows(rows, keys)
-    fixed = len(header) - len(keys) - 1  # the columns after the swept keys
-    wrapped = [_two_lines(h) if 0 < i < len(header) - fixed else h for i, h in enumerate(header)]
-    shown = fit_columns(wrapped, cells, width)
+    wrapped = [_two_lines(h) if 1 <= i <= len(keys) else h for i, h in enumerate(header)]
+    shown, used = fit_columns(wrapped, cells, width)
     table = Table(
         title=f"{len(rows)} runs", title_justify="left", box=box.SIMPLE_HEAD,
         show_edge=False, pad_edge=False, collapse_padding=True,
@@ -330,7 +330,7 @@ def render_table(
     for row, line in zip(rows, cells, strict=True):
         # Text, not markup: a value such as [8,16] is not a style.
         table.add_row(*(Text(line[i]) for i in shown), style=styles[row.status])
-    console.print(table)
+    Console(width=max(width, used)).print(table)
     return [header[i] for i in range(len(header)) if i not in shown]
 
 
@@ -403,7 +403,9 @@ def plot_curves(rows: Sequence[RunRow], target: float | None, path: Path) -> Non
         plots.Curve(
             r.curve,
             "highlight" if i < MAX_CURVES else "other runs",
-            label=f"{r.label} ({r.params:,} params)" if i < MAX_CURVES and r.params else None,
+            label=(f"{r.label} ({r.params:,} params)" if r.params else r.label)
+            if i < MAX_CURVES
+            else None,
             cut=r.status == PRUNED,
         )
         for i, r in enumerate([r for r in rows if r.curve])
@@ -521,8 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         # The terminal's width ($COLUMNS first); piped output gets 120 columns.
         width = shutil.get_terminal_size((120, 24)).columns
-        # Wider than the terminal only if the key columns alone are: never cut them.
-        left_out = render_table(shown, table_keys, Console(width=max(width, 200)), width)
+        left_out = render_table(shown, table_keys, width)
         if left_out:
             note = f"not shown for lack of room: {', '.join(left_out)} (all in {CSV}; --keys picks)"
             print(textwrap.fill(note, width))
