@@ -220,31 +220,26 @@ def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
     return True
 
 
-def plot_intermediate(study: optuna.Study, path: Path, target: float, selection: str) -> None:
+def plot_intermediate(
+    study: optuna.Study, path: Path, target: float, selection: str, winner: int | None
+) -> None:
     """Accuracy per epoch of every finished trial, from what each reported to the
     pruner: pruned trials stop short at a cross. The project's own curves plot, not
     Optuna's: that one plots the reported error and names each trial in its legend."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    winner = pick_winner(trial_rows(study))
-
-    def kind(t: FrozenTrial) -> str:
-        if winner is not None and t.number == winner.trial:
-            return "highlight"
-        if t.state == TrialState.PRUNED:
-            return "pruned"
-        return "target met" if is_feasible(t) else "below target"
-
-    curves = [
-        plots.Curve(
-            [(step, accuracy_of(error)) for step, error in sorted(t.intermediate_values.items())],
-            kind(t),
-            label=f"winner: trial {t.number}, {int(t.value):,} params" if kind(t) == "highlight"
-            else None,
-            cut=t.state == TrialState.PRUNED,
-        )
-        for t in sorted(trials, key=lambda t: kind(t) != "highlight")
-    ]  # fmt: skip
-    curves = [c for c in curves if c.points]
+    curves = []
+    for t in sorted(trials, key=lambda t: t.number != winner):  # the winner first: on top
+        points = [(step, accuracy_of(err)) for step, err in sorted(t.intermediate_values.items())]
+        if not points:
+            continue
+        label = f"winner: trial {t.number}, {int(t.value):,} params" if t.number == winner else None
+        if label:
+            kind = "highlight"
+        elif t.state == TrialState.PRUNED:
+            kind = "pruned"
+        else:
+            kind = "target met" if is_feasible(t) else "below target"
+        curves.append(plots.Curve(points, kind, label, cut=t.state == TrialState.PRUNED))
     if not curves:
         log.info("no %s: no trial reported an epoch", INTERMEDIATE_PNG)
         return
@@ -289,7 +284,9 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
         log.info("no %s, %s or %s: no trial completed", PARETO_PNG, HISTORY_PNG, IMPORTANCES_PNG)
     _plot_safely(
         INTERMEDIATE_PNG,
-        lambda: plot_intermediate(study, sweep_dir / INTERMEDIATE_PNG, target, selection),
+        lambda: plot_intermediate(
+            study, sweep_dir / INTERMEDIATE_PNG, target, selection, record["trial"]
+        ),
     )
     # Hydra's stock result file, with the feasible winner as the "best" trial.
     best = next((t for t in study.trials if t.number == record["trial"]), None)
