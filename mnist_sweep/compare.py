@@ -14,8 +14,10 @@ import csv
 import glob
 import json
 import os
+import shutil
 import socket
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -24,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mnist_sweep import plots
 from mnist_sweep.processes import process_alive
@@ -41,7 +45,7 @@ PRUNED, FAILED, RUNNING, INCOMPLETE = "pruned", "failed", "running", "incomplete
 STATUSES = (MET, BELOW, PRUNED, FAILED, RUNNING, INCOMPLETE)
 STATUS_ARGS = ", ".join(s.replace(" ", "-") for s in STATUSES)
 NUMERIC = ("params", "test acc", "best-epoch acc", "epochs", "wall")  # right-aligned columns
-MAX_CURVES = 8  # beyond this the curves plot is an unreadable tangle
+MAX_CURVES = 8  # runs drawn in colour and named; beyond this, colours cannot be told apart
 
 
 @dataclass
@@ -227,13 +231,40 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """Each key's shortest dotted suffix that no other key ends with: `model.w1` is
+    `w1`, but `model.p` beside `dropout.p` stays whole."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[-n:])
+            if not any(other != key and f".{other}".endswith(f".{name}") for other in keys):
+                break
+        names[key] = name
+    return names
+
+
+def short_value(text: str) -> str:
+    """A float to 3 significant digits (0.01456519136895919: 0.0146); anything else as is."""
+    if text.lstrip("+-").isdigit():
+        return text  # an integer: every digit is meaningful
+    try:
+        return f"{float(text):.3g}"
+    except ValueError:
+        return text
+
+
 def table_rows(rows: Sequence[RunRow], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells shared by the rich and Markdown tables."""
-    header = ["run", *keys, "params", "test acc", "best-epoch acc", "epochs", "wall", "status"]
+    """Header and formatted cells shared by the rich and Markdown tables: swept keys by
+    their short names, their values rounded (comparison.csv keeps both whole)."""
+    names = short_names(keys)
+    header = ["run", *(names[k] for k in keys), "params", "test acc", "best-epoch acc"]
+    header += ["epochs", "wall", "status"]
     cells = [
         [
             r.label,
-            *(override_value(r, k) for k in keys),
+            *(short_value(override_value(r, k)) for k in keys),
             "" if r.params is None else f"{r.params:,}",
             "" if r.test_acc is None else f"{r.test_acc:.2f}",
             "" if r.best_test_acc is None else f"{r.best_test_acc:.2f} (ep {r.best_epoch})",
@@ -246,18 +277,61 @@ def table_rows(rows: Sequence[RunRow], keys: Sequence[str]) -> tuple[list[str], 
     return header, cells
 
 
-def render_table(rows: Sequence[RunRow], keys: Sequence[str], console: Console) -> None:
+KEY_COLUMNS = ("run", "params", "test acc", "status")  # always shown, never cut
+GAP = 2  # characters between two columns of the terminal table
+
+
+def _two_lines(name: str) -> str:
+    """A long header split after the underscore that best halves it (label_/smoothing),
+    so that a column is as wide as its values, not its name."""
+    cuts = [i + 1 for i, c in enumerate(name) if c == "_" and 0 < i < len(name) - 1]
+    if len(name) <= 8 or not cuts:
+        return name
+    cut = min(cuts, key=lambda i: max(i, len(name) - i))
+    return f"{name[:cut]}\n{name[cut:]}"
+
+
+def fit_columns(
+    header: Sequence[str], cells: Sequence[Sequence[str]], width: int
+) -> tuple[list[int], int]:
+    """The columns that fit in `width` characters, and the width they take: the key
+    columns always, then the others left to right, each if it fits whole (a cut
+    value cannot be read)."""
+    natural = [
+        max(len(line) for text in (h, *(row[i] for row in cells)) for line in text.split("\n"))
+        for i, h in enumerate(header)
+    ]
+    shown = {i for i, h in enumerate(header) if h in KEY_COLUMNS}
+    used = sum(natural[i] for i in shown) + GAP * (len(shown) - 1)
+    for i in range(len(header)):
+        if i not in shown and used + GAP + natural[i] <= width:
+            shown.add(i)
+            used += GAP + natural[i]
+    return sorted(shown), used
+
+
+def render_table(rows: Sequence[RunRow], keys: Sequence[str], width: int) -> list[str]:
+    """Print the table within `width` characters (wider only if the key columns alone
+    are: they are never cut); returns the names of the columns left out for lack of room."""
     header, cells = table_rows(rows, keys)
-    table = Table(title=f"{len(rows)} runs", title_justify="left")
-    for name in header:
-        table.add_column(name, justify="right" if name in NUMERIC else "left", no_wrap=True)
+    wrapped = [_two_lines(h) if 1 <= i <= len(keys) else h for i, h in enumerate(header)]
+    shown, used = fit_columns(wrapped, cells, width)
+    table = Table(
+        title=f"{len(rows)} runs", title_justify="left", box=box.SIMPLE_HEAD,
+        show_edge=False, pad_edge=False, collapse_padding=True,
+    )  # fmt: skip
+    for i in shown:
+        justify = "right" if header[i] in NUMERIC else "left"
+        table.add_column(wrapped[i], justify=justify, no_wrap=True)
     styles = {
         MET: "green", BELOW: "yellow", PRUNED: "dim", FAILED: "red",
         RUNNING: "cyan", INCOMPLETE: "magenta",
     }  # fmt: skip
     for row, line in zip(rows, cells, strict=True):
-        table.add_row(*line, style=styles[row.status])
-    console.print(table)
+        # Text, not markup: a value such as [8,16] is not a style.
+        table.add_row(*(Text(line[i]) for i in shown), style=styles[row.status])
+    Console(width=max(width, used)).print(table)
+    return [header[i] for i in range(len(header)) if i not in shown]
 
 
 def render_markdown(rows: Sequence[RunRow], keys: Sequence[str]) -> str:
@@ -289,14 +363,14 @@ def write_csv(rows: Sequence[RunRow], keys: Sequence[str], path: Path) -> None:
             )
 
 
-def pareto_front(rows: Sequence[RunRow]) -> list[RunRow]:
-    """Completed runs that no other run beats on both fewer params and higher accuracy."""
-    done = [r for r in rows if r.status in (MET, BELOW) and r.params is not None]
-    return [done[i] for i in plots.pareto_front([(r.params, r.test_acc) for r in done])]
+def completed(rows: Sequence[RunRow]) -> list[RunRow]:
+    """The runs that may enter a Pareto front: a pruned or running run's accuracy
+    is not a final one."""
+    return [r for r in rows if r.status in (MET, BELOW) and r.params is not None]
 
 
-def _name(row: RunRow, keys: Sequence[str]) -> str:
-    return " ".join([row.label, *(f"{k}={override_value(row, k)}" for k in keys)])
+def size_and_accuracy(row: RunRow) -> plots.Point:
+    return (row.params or 0, row.test_acc or 0.0)
 
 
 def plot_pareto(
@@ -308,27 +382,44 @@ def plot_pareto(
         "below target": [(r.params, r.test_acc) for r in plotted if r.status == BELOW],
         "not completed": [(r.params, r.test_acc) for r in plotted if r.status not in (MET, BELOW)],
     }
-    front = pareto_front(rows)
+    front = plots.pareto_front(completed(rows), key=size_and_accuracy)
     # Labels with several overrides run into each other: then the run's name
     # only, which the table and comparison.csv resolve.
     labels = [
-        (_name(r, keys) if len(keys) <= 1 else r.label, (r.params, r.test_acc)) for r in front
-    ]
+        (f"{r.label} {keys[0]}={override_value(r, keys[0])}" if len(keys) == 1 else r.label,
+         (r.params, r.test_acc))
+        for r in front
+    ]  # fmt: skip
     plots.size_vs_accuracy(
         path, groups, [(r.params, r.test_acc) for r in front], labels, target,
         "accuracy vs size: fewer params and higher accuracy is better",
     )  # fmt: skip
 
 
-def plot_curves(
-    rows: Sequence[RunRow], keys: Sequence[str], target: float | None, path: Path
-) -> None:
-    fig, ax = plots.new_axes()
-    for r in [r for r in rows if r.curve][:MAX_CURVES]:
-        ax.plot(*zip(*r.curve, strict=True), marker="o", markersize=3, label=_name(r, keys))
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy per epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    plots.finish(fig, ax, target, path)
+def plot_curves(rows: Sequence[RunRow], target: float | None, path: Path) -> None:
+    """The first MAX_CURVES rows in the table's order in colour, named in the legend;
+    the rest in grey. Pruned runs end in a cross where they stopped."""
+    curves = [
+        plots.Curve(
+            r.curve,
+            "highlight" if i < MAX_CURVES else "other runs",
+            label=(f"{r.label} ({r.params:,} params)" if r.params else r.label)
+            if i < MAX_CURVES
+            else None,
+            cut=r.status == PRUNED,
+        )
+        for i, r in enumerate([r for r in rows if r.curve])
+    ]
+    # The floor follows the runs that finished: a pruned or failed run stopped
+    # low would squash the region where finished runs differ.
+    finals = [r.test_acc for r in rows if r.status in (MET, BELOW) and r.test_acc is not None]
+    title = "test accuracy per epoch"
+    if len(curves) > MAX_CURVES:
+        title += f" (the table's first {MAX_CURVES} of {len(curves)} runs in colour)"
+    plots.accuracy_curves(
+        path, curves, target, title,
+        floor=plots.accuracy_floor(finals) if finals else None,
+    )  # fmt: skip
 
 
 def _status(text: str) -> str:
@@ -365,6 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"keep only these statuses: {STATUS_ARGS}",
     )
     p.add_argument("--top", type=int, metavar="N", help="keep the first N runs after sorting")
+    p.add_argument(
+        "--keys",
+        nargs="+",
+        action="extend",
+        metavar="KEY",
+        help="the table shows only these of the keys that differ (short or full names, e.g. "
+        f"lr optimizer.weight_decay); {CSV} keeps them all",
+    )
     p.add_argument(
         "--format", choices=("table", "md"), default="table", help="rich table or Markdown"
     )
@@ -409,18 +508,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: all {len(rows)} runs were filtered out (--target/--status)", file=sys.stderr)
         return 1
     keys = differing_overrides(shown)
+    table_keys = keys
+    if args.keys:  # the table's choice only: comparison.csv keeps every key
+        names = short_names(keys)
+        unknown = [k for k in args.keys if k not in keys and k not in names.values()]
+        if unknown:
+            parser.error(
+                f"--keys: {', '.join(unknown)} is not a key that differs between these runs "
+                f"(those are: {', '.join(names.values()) or 'none'})"
+            )
+        table_keys = [k for k in keys if k in args.keys or names[k] in args.keys]
     if args.format == "md":
-        print(render_markdown(shown, keys))
+        print(render_markdown(shown, table_keys))
     else:
-        # Piped output gets room for every column instead of rich's 80-column default.
-        render_table(shown, keys, Console(width=None if sys.stdout.isatty() else 250))
+        # The terminal's width ($COLUMNS first); piped output gets 120 columns.
+        width = shutil.get_terminal_size((120, 24)).columns
+        left_out = render_table(shown, table_keys, width)
+        if left_out:
+            note = f"not shown for lack of room: {', '.join(left_out)} (all in {CSV}; --keys picks)"
+            print(textwrap.fill(note, width))
     # One line on the plots: the --target, else the target most runs were given.
     targets = Counter(r.target_acc for r in shown if r.target_acc is not None).most_common(1)
     target = args.target if args.target is not None else (targets[0][0] if targets else None)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(shown, keys, out / CSV)
     plot_pareto(shown, keys, target, out / PARETO)
-    plot_curves(shown, keys, target, out / CURVES)
+    plot_curves(shown, target, out / CURVES)
     print(f"wrote {CSV}, {PARETO}, {CURVES} to {out}", file=sys.stderr)
     return 0
 

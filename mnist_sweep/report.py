@@ -1,5 +1,7 @@
 """The sweep's report, read from the study itself: winner.json, the Pareto front, every
-trial as trials.csv, and Hydra's own optimization_results.yaml, all in the sweep folder.
+trial as trials.csv, the plots researchers look at (optimisation history, parameter
+importances, per-epoch accuracy of every trial) and Hydra's own
+optimization_results.yaml, all in the sweep folder.
 
 `python -m mnist_sweep.report --study NAME [--storage URL]` writes it again for any
 study, also one that is still running or was interrupted.
@@ -9,6 +11,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep import plots, run_folder
-from mnist_sweep.pruning import is_feasible
+from mnist_sweep.pruning import accuracy_of, is_feasible
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,9 @@ WINNER = "winner.json"
 PARETO_CSV = "pareto_front.csv"
 TRIALS_CSV = "trials.csv"  # every trial, one row each: the evidence a search commits
 PARETO_PNG = "pareto_front.png"
+HISTORY_PNG = "optimization_history.png"
+IMPORTANCES_PNG = "param_importances.png"
+INTERMEDIATE_PNG = "intermediate_values.png"
 RESULTS = "optimization_results.yaml"
 
 
@@ -57,7 +65,8 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if "selection_acc" in t.user_attrs
     ]
-    front = set(plots.pareto_front([(t.value, t.user_attrs["selection_acc"]) for t in complete]))
+    front = plots.pareto_front(complete, key=lambda t: (t.value, t.user_attrs["selection_acc"]))
+    on_front = {t.number for t in front}
     rows = [
         TrialRow(
             trial=t.number,
@@ -66,11 +75,11 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
             test_acc=t.user_attrs["test_acc"],
             val_acc=t.user_attrs.get("val_acc"),
             feasible=is_feasible(t),
-            on_front=i in front,
+            on_front=t.number in on_front,
             run_dir=t.user_attrs.get("run_dir"),
             overrides=_overrides(t),
         )
-        for i, t in enumerate(complete)
+        for t in complete
     ]
     return sorted(rows, key=lambda r: (r.params, -r.selection_acc, r.trial))
 
@@ -191,21 +200,138 @@ def plot_front(path: Path, rows: list[TrialRow], target: float, title: str) -> N
     )
 
 
+@contextmanager
+def _optuna_plot(path: Path) -> Iterator[Any]:
+    """Optuna's matplotlib plots, saved to `path`, with their side effects contained:
+    they are experimental (a warning per call, accepted knowingly here) and they set
+    the global ggplot style, which would leak into every later figure of the process."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a training box
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    before = set(plt.get_fignums())
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            yield optuna_plots
+            # "tight": Optuna puts some legends outside the axes.
+            plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
+        finally:
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
+
+
+def plot_history(study: optuna.Study, path: Path) -> None:
+    """Optuna's optimisation history of the objective, the parameter count: the
+    trials that met the target in colour with the best so far joined, the others grey."""
+    with _optuna_plot(path) as optuna_plots:
+        ax = optuna_plots.plot_optimization_history(study, target_name="parameters")
+        ax.set_title(f"{study.study_name}: size of each trial (grey: below target)")
+
+
+def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
+    """Optuna's parameter importances for the final accuracy (which parameters tell
+    the accurate trials from the others); False when the study has too little to say."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "selection_acc" in t.user_attrs
+    ]
+    names = {name for t in done for name in t.params}
+    varying = [n for n in names if len({repr(t.params.get(n)) for t in done}) > 1]
+    if len(done) < 2 or not varying:
+        log.info(
+            "no %s: it needs 2 completed trials whose parameters differ (the study has %d "
+            "completed)", IMPORTANCES_PNG, len(done),
+        )  # fmt: skip
+        return False
+    with _optuna_plot(path) as optuna_plots, warnings.catch_warnings():
+        # Optuna reminds that its evaluator ranks by *low* target values: the
+        # error is passed for exactly that reason.
+        warnings.filterwarnings("ignore", message=".*computes the importances of params")
+        ax = optuna_plots.plot_param_importances(
+            study,
+            target=lambda t: 100.0 - t.user_attrs["selection_acc"],
+            target_name=f"final {selection} error",
+        )
+        ax.set_title(  # in place of Optuna's own, which stands at the left
+            f"{study.study_name}: what sets final {selection} accuracy ({len(done)} trials)",
+            loc="left",
+        )
+    return True
+
+
+def plot_intermediate(
+    study: optuna.Study, path: Path, target: float, selection: str, winner: int | None
+) -> None:
+    """Accuracy per epoch of every finished trial, from what each reported to the
+    pruner: pruned trials stop short at a cross. The project's own curves plot, not
+    Optuna's: that one plots the reported error and names each trial in its legend."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    curves = []
+    for t in sorted(trials, key=lambda t: t.number != winner):  # the winner first: on top
+        points = [(step, accuracy_of(err)) for step, err in sorted(t.intermediate_values.items())]
+        if not points:
+            continue
+        label = f"winner: trial {t.number}, {int(t.value):,} params" if t.number == winner else None
+        if label:
+            kind = "highlight"
+        elif t.state == TrialState.PRUNED:
+            kind = "pruned"
+        else:
+            kind = "target met" if is_feasible(t) else "below target"
+        curves.append(plots.Curve(points, kind, label, cut=t.state == TrialState.PRUNED))
+    if not curves:
+        log.info("no %s: no trial reported an epoch", INTERMEDIATE_PNG)
+        return
+    # The floor takes in where pruned trials stopped, so that their cut shows.
+    finals = [c.points[-1][1] for c in curves if not c.cut]
+    ends = [c.points[-1][1] for c in curves if c.cut]
+    plots.accuracy_curves(
+        path, curves, target,
+        f"{study.study_name}: {selection} accuracy per epoch, {len(curves)} trials",
+        ylabel=f"{selection} accuracy (%)", floor=plots.accuracy_floor(finals or ends, ends),
+    )  # fmt: skip
+
+
+def _plot_safely(name: str, draw: Callable[[], Any]) -> None:
+    # The winner is written before any plot: a plot that cannot be drawn (a study
+    # too small or too uniform for it) costs that file, never the report.
+    try:
+        draw()
+    except Exception as e:
+        log.warning("skipped %s: %s: %s", name, type(e).__name__, e)
+
+
 def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]:
-    """Write winner.json, pareto.csv/png and optimization_results.yaml; return the winner record."""
+    """Write winner.json, the Pareto front (csv, png), the optimisation history, parameter
+    importances and intermediate values (png) and optimization_results.yaml; return the
+    winner record."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
     record = winner_record(study, rows, target)
     run_folder.write_json(sweep_dir / WINNER, record)
     _write_csv(sweep_dir / PARETO_CSV, rows)
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
+    selection = _selection(rows)
     if rows:
-        plot_front(
-            sweep_dir / PARETO_PNG,
-            rows,
-            target,
-            f"{study.study_name}: {len(rows)} completed trials",
+        title = f"{study.study_name}: {len(rows)} completed trials"
+        _plot_safely(PARETO_PNG, lambda: plot_front(sweep_dir / PARETO_PNG, rows, target, title))
+        _plot_safely(HISTORY_PNG, lambda: plot_history(study, sweep_dir / HISTORY_PNG))
+        _plot_safely(
+            IMPORTANCES_PNG,
+            lambda: plot_importances(study, sweep_dir / IMPORTANCES_PNG, selection),
         )
+    else:
+        log.info("no %s, %s or %s: no trial completed", PARETO_PNG, HISTORY_PNG, IMPORTANCES_PNG)
+    _plot_safely(
+        INTERMEDIATE_PNG,
+        lambda: plot_intermediate(
+            study, sweep_dir / INTERMEDIATE_PNG, target, selection, record["trial"]
+        ),
+    )
     # Hydra's stock result file, with the feasible winner as the "best" trial.
     best = next((t for t in study.trials if t.number == record["trial"]), None)
     OmegaConf.save(

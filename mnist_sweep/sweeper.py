@@ -62,6 +62,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from mnist_sweep import report, run_folder
 from mnist_sweep.processes import process_alive
 from mnist_sweep.pruning import accuracy_of, build_pruner, selection_accuracy, selection_split
+from mnist_sweep.samplers import bind_grid
 from mnist_sweep.storage import display_url, open_storage, user_error
 
 log = logging.getLogger(__name__)
@@ -535,6 +536,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         )
         for name in fixed_params:
             distributions.pop(name, None)
+        self.sampler, self.n_trials = bind_grid(self.sampler, distributions, self.n_trials)
         self._space = (distributions, fixed_params, fixed_overrides)
         study = self._open_study()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -6,16 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mnist_sweep import compare
+from mnist_sweep import compare, plots
 from tests.conftest import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -259,7 +261,7 @@ def test_pareto_front_is_fewest_params_for_highest_accuracy(sweep):
         r for r in map(compare.load_run, compare.find_runs([sweep])[0]) if not isinstance(r, str)
     ]
     compare.sort_and_filter(rows)
-    front = compare.pareto_front(rows)
+    front = plots.pareto_front(compare.completed(rows), key=compare.size_and_accuracy)
     # run 0 (1,046 params), run 1 (4,882, beats 0), run 2 (14,678, beats 1); the pruned and
     # running runs never enter, however accurate they were when they stopped
     assert [r.path.name for r in front] == ["0", "1", "2"]
@@ -269,7 +271,7 @@ def test_markdown_output(sweep, capsys):
     code, out, _ = compare_cli(capsys, sweep, "--format", "md", "--status", "target-met")
     assert code == 0
     lines = out.strip().splitlines()
-    header = "| run | model | optimizer.lr | params | test acc | best-epoch acc | epochs | wall |"
+    header = "| run | model | lr | params | test acc | best-epoch acc | epochs | wall |"
     assert lines[0] == header + " status |"
     assert lines[1] == "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
     assert (
@@ -347,6 +349,105 @@ def test_bad_arguments_get_argparse_message(capsys, argv, message):
         compare.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# The search preset's swept keys, as a sweep of it leaves them in each trial's overrides.
+PRESET_KEYS = {
+    "model.w1": lambda rng: rng.randint(3, 8), "model.w2": lambda rng: rng.randint(4, 12),
+    "model.w3": lambda rng: rng.randint(4, 16), "model.n1": lambda rng: rng.randint(1, 3),
+    "model.n2": lambda rng: rng.randint(1, 3), "model.n3": lambda rng: rng.randint(1, 3),
+    "model.pool2": lambda rng: rng.choice([True, False]),
+    "dropout.p": lambda rng: rng.uniform(0, 0.1),
+    "dropout.placement": lambda rng: rng.choice(["unit", "block"]),
+    "optimizer.lr": lambda rng: rng.uniform(0.02, 0.4),
+    "optimizer.weight_decay": lambda rng: 10 ** rng.uniform(-6, -3),
+    "scheduler.pct_start": lambda rng: rng.uniform(0.1, 0.4),
+    "data.augment.strength": lambda rng: rng.uniform(0, 1.5),
+    "trainer.label_smoothing": lambda rng: rng.uniform(0, 0.1),
+}  # fmt: skip
+
+
+@pytest.fixture
+def big_sweep(tmp_path: Path) -> Path:
+    """A 40-trial sweep folder of the search preset: 14 swept keys with 17-digit floats,
+    pruned and completed trials, sizes up to five digits."""
+    rng = random.Random(0)
+    root = tmp_path / "sweeps" / "smallest-1a2b3c4d"
+    for n in range(40):
+        overrides = [f"{k}={draw(rng)}" for k, draw in PRESET_KEYS.items()]
+        overrides += ["hparams_search=smallest", "trainer.epochs=3"]
+        final = rng.uniform(98.0, 99.6)
+        pruned = n % 3 == 2
+        accs = [final - 1.5, final - 0.3] if pruned else [final - 3, final - 1, final]
+        status, params = "pruned" if pruned else "completed", rng.randint(1500, 15000)
+        make_run(root, f"trial_{n:03d}", overrides, params=params, accs=accs, status=status)
+    return root
+
+
+def test_a_sweep_scale_table_fits_120_columns_with_its_key_columns_whole(
+    big_sweep, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "120")
+    code, out, _ = compare_cli(capsys, big_sweep)
+    assert code == 0
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 120
+    assert "…" not in out  # nothing cut: what does not fit is left out whole
+    header = next(line for line in lines if line.startswith("run "))
+    assert header.split()[-4:] == ["params", "test", "acc", "status"]
+    assert "w1" in header.split() and "model.w1" not in header  # short names
+    rows = {r["run"]: r for r in read_csv(big_sweep / "comparison.csv")}
+    shown = [line for line in lines if line.startswith("trial_")]
+    assert len(shown) == 40
+    for line in shown:
+        row = rows[line.split()[0]]
+        assert line.rstrip().endswith(row["status"])
+        assert f"{int(row['params']):,}" in line.split()
+        assert f"{float(row['test_acc']):.2f}" in line.split()
+        # Rounded to 3 significant digits, e.g. the dropout rate.
+        assert f"{float(row['dropout.p']):.3g}" in line.split()
+    # What did not fit is named, and comparison.csv holds every key with its full value.
+    assert "not shown for lack of room:" in out and "label_smoothing" in out
+    assert {*PRESET_KEYS} <= set(rows["trial_000"])
+    assert len(rows["trial_000"]["dropout.p"]) > 10
+
+
+def test_keys_picks_the_table_columns(big_sweep, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    code, out, _ = compare_cli(capsys, big_sweep, "--keys", "lr", "trainer.label_smoothing")
+    assert code == 0
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("run "))
+    assert lines[header].split()[:3] == ["run", "lr", "smoothing"]
+    assert lines[header - 1].split() == ["label_"]  # a long name over two lines
+    assert "not shown" not in out  # two keys leave room for every other column
+    assert len(next(csv.reader((big_sweep / "comparison.csv").open()))) > 20  # all keys
+    with pytest.raises(SystemExit):
+        compare.main([str(big_sweep), "--keys", "momentum"])
+    assert "--keys: momentum is not a key that differs" in capsys.readouterr().err
+
+
+def test_short_names_and_values():
+    names = compare.short_names(["model.w1", "model.p", "dropout.p", "optimizer.lr", "p"])
+    assert names == {
+        "model.w1": "w1", "model.p": "model.p", "dropout.p": "dropout.p", "optimizer.lr": "lr",
+        "p": "p",
+    }  # fmt: skip
+    assert compare.short_value("0.01456519136895919") == "0.0146"
+    assert compare.short_value("2.2971384069431e-06") == "2.3e-06"
+    assert compare.short_value("128") == "128"
+    assert compare.short_value("small") == "small"
+    assert compare.short_value("[8,16]") == "[8,16]"
+
+
+def test_sweep_scale_curves_zoom_on_the_finals_without_a_layout_warning(big_sweep, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. matplotlib's "constrained_layout not applied"
+        assert compare.main([str(big_sweep)]) == 0
+    assert (big_sweep / "curves.png").read_bytes()[:8] == PNG
+    finals = [float(r["test_acc"]) for r in read_csv(big_sweep / "comparison.csv")]
+    floor = plots.accuracy_floor(finals)
+    assert min(finals) - 1 < floor < min(finals)
 
 
 def test_real_multirun(tmp_path, data_root):

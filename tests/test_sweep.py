@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 from pathlib import Path
 
+import matplotlib.image
 import optuna
 import pytest
 from omegaconf import OmegaConf
@@ -123,6 +125,31 @@ def test_confirm_runs_through_the_sweeps_launcher(tmp_path):
     assert launcher_overrides(tmp_path) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
 
 
+REPORT_PLOTS = [report.PARETO_PNG, report.HISTORY_PNG, report.IMPORTANCES_PNG]
+REPORT_PLOTS += [report.INTERMEDIATE_PNG]
+
+
+def test_sweep_folder_holds_the_report_plots(finished_sweep):
+    sweep_dir = _sweep_dir(finished_sweep)
+    for name in REPORT_PLOTS:
+        image = matplotlib.image.imread(sweep_dir / name)  # a PNG that loads
+        height, width = image.shape[:2]
+        assert height > 200 and width > 300, name
+        assert image.std() > 0.01, f"{name} is blank"
+
+
+def test_a_study_too_small_for_a_plot_skips_it_with_a_log_line(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="mnist_sweep.report")
+    report.write(_study_with([(900, 99.5)], target=99.4), tmp_path, 99.4)
+    assert (tmp_path / report.WINNER).is_file()
+    assert (tmp_path / report.HISTORY_PNG).is_file() and (tmp_path / report.PARETO_PNG).is_file()
+    assert not (tmp_path / report.IMPORTANCES_PNG).exists()
+    assert f"no {report.IMPORTANCES_PNG}: it needs 2 completed trials" in caplog.text
+    report.write(optuna.create_study(), tmp_path / "empty", 99.4)  # no trial at all
+    assert not list((tmp_path / "empty").glob("*.png"))
+    assert "no trial completed" in caplog.text
+
+
 def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
     sweep_dir = _sweep_dir(finished_sweep)
     winner = json.loads((sweep_dir / "winner.json").read_text())
@@ -176,7 +203,9 @@ def test_infeasible_trial_is_never_the_winner(tmp_path):
 
 def test_pareto_front_keeps_only_undominated_points():
     points = [(100, 90.0), (200, 95.0), (150, 89.0), (300, 94.0), (400, 99.0), (400, 98.0)]
-    assert plots.pareto_front(points) == [0, 1, 4]
+    assert plots.pareto_front(points) == [(100, 90.0), (200, 95.0), (400, 99.0)]
+    runs = [{"name": "a", "size": 300, "acc": 99.0}, {"name": "b", "size": 100, "acc": 99.5}]
+    assert plots.pareto_front(runs, key=lambda r: (r["size"], r["acc"])) == [runs[1]]
 
 
 def test_target_pruner_stops_trials_behind_every_winner():
@@ -427,3 +456,42 @@ def test_promotion_takes_target_meeters_then_the_front_each_design_once():
     ]
     assert [t.number for t in promoted(trials, top=4)] == [3, 1, 0, 4]
     assert [t.number for t in promoted(trials, top=2)] == [3, 1]
+
+
+# One short sweep per stock sampler with the search preset, which must not
+# impose TPE's keys on the others. The model-based samplers are told to start
+# modelling at the second trial, so that their own code runs, not only their
+# random start.
+SAMPLERS = {
+    "tpe": ("TPESampler", ["hydra.sweeper.sampler.n_startup_trials=1"]),
+    "random": ("RandomSampler", []),
+    "gp": ("GPSampler", ["hydra.sweeper.sampler.n_startup_trials=1"]),
+    "cmaes": ("CmaEsSampler", ["hydra.sweeper.sampler.n_startup_trials=1"]),
+    "nsgaii": ("create_nsgaii_sampler", ["hydra.sweeper.sampler.population_size=2"]),
+    "qmc": ("QMCSampler", []),
+    # A grid needs a discrete space: the preset's intervals get fixed values.
+    "grid": ("GridSampler", [
+        "model.w1=choice(2,4)", "model.w2=choice(4)", "model.w3=choice(4)", "dropout.p=0",
+        "optimizer.weight_decay=1e-4", "scheduler.pct_start=0.3", "trainer.label_smoothing=0",
+    ]),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_every_stock_sampler_runs_with_the_preset(tmp_path, sampler):
+    target, extra = SAMPLERS[sampler]
+    swept = {arg.partition("=")[0] for arg in extra}
+    args = [a for a in SWEEP if a.partition("=")[0] not in swept]
+    result = run_cli(
+        *args, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.n_trials=2", *extra, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    assert sum(t.state in FINISHED for t in trials) == 2
+    for trial in trials:
+        hydra_yaml = OmegaConf.load(tmp_path / trial.user_attrs["run_dir"] / ".hydra/hydra.yaml")
+        assert hydra_yaml.hydra.sweeper.sampler._target_.endswith(target)
+    if sampler == "grid":  # two different points of the grid
+        assert {t.params["model.w1"] for t in trials} <= {2, 4}
+        assert len({tuple(sorted(t.params.items())) for t in trials}) == 2
