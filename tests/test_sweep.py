@@ -342,13 +342,19 @@ def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = [a for a in SWEEP if not a.startswith("optimizer.lr=")]  # lr becomes a dimension
+    # Starting trials make the order certain: one that diverges, then three that do not.
+    queue = ", ".join(
+        f"{{optimizer.lr: {lr}, model.w1: {w}}}"
+        for lr, w in [(1e30, 3), (0.1, 3), (0.1, 4), (0.1, 5)]
+    )
     result = run_cli(
         *sweep, "optimizer.lr=choice(1e30,0.1)", "dropout.p=0", "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.max_failure_rate=1.0", cwd=tmp_path,
+        "hydra.sweeper.max_failure_rate=1.0", f"hydra.sweeper.enqueue=[{queue}]", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = _study(tmp_path).trials
+    trials = [t for t in _study(tmp_path).trials if t.state != TrialState.WAITING]
     assert sum(t.state in FINISHED for t in trials) == 3
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1
     for trial in trials:
         diverging = trial.params["optimizer.lr"] == 1e30
         assert (trial.state == TrialState.FAIL) == diverging
