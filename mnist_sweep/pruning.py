@@ -93,7 +93,7 @@ class ReachablePruner(BasePruner):
     `n_min_trials` trials have completed.
     """
 
-    def __init__(self, n_warmup_steps: int = 3, margin: float = 0.1, n_min_trials: int = 4) -> None:
+    def __init__(self, n_warmup_steps: int = 5, margin: float = 0.1, n_min_trials: int = 4) -> None:
         self.n_warmup_steps = n_warmup_steps
         self.margin = margin
         self.n_min_trials = n_min_trials

@@ -45,8 +45,8 @@ def test_reachable_pruner_keeps_it_and_still_prunes_the_hopeless(tmp_path):
     assert [r["epochs"][1]["test_acc"] for r in runs][4] == 93.0  # the late starter is 5th
     result = replay("reachable", runs, target=99.4)
     assert result["met_target"] == 2 and result["missed"] == 0
-    assert result["pruned"] == 1  # the hopeless one, after the 3-epoch warm-up
-    assert result["epochs_saved"] == pytest.approx((8 - 3) / (6 * 8))
+    assert result["pruned"] == 1  # the hopeless one, after the 5-epoch warm-up
+    assert result["epochs_saved"] == pytest.approx((8 - 5) / (6 * 8))
 
 
 def test_replay_cli_prints_a_row_per_pruner_and_refuses_empty_input(tmp_path, capsys):
