@@ -94,11 +94,11 @@ def _mark_run_failed(run_dir: str | None, reason: str) -> None:
 
 
 def _busy_seconds(run_dir: str | None, launched: float, returned: float) -> float:
-    """How long a job held its worker: from its launch to its run's last act (the final
-    write of its metrics.json), not counting a wait for other jobs launched with it."""
+    """How long a job held its worker: from its launch to its run's last act (the last
+    file it wrote), not counting a wait for other jobs launched with it."""
     try:
-        ended = (Path(run_dir) / run_folder.METRICS).stat().st_mtime  # type: ignore[arg-type]
-    except (OSError, TypeError):
+        ended = max(p.stat().st_mtime for p in Path(run_dir).iterdir())  # type: ignore[arg-type]
+    except (OSError, TypeError, ValueError):  # no folder, or an empty one
         ended = returned
     return min(max(ended - launched, 0.0), returned - launched)
 

@@ -304,13 +304,16 @@ def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = [a for a in SWEEP if not a.startswith("optimizer.lr=")]  # lr becomes a dimension
+    # The sampler's seed 8 draws a diverging lr first, then good ones (seed 0 draws
+    # four diverging ones in a row, more than max_failure_rate allows).
     result = run_cli(
         *sweep, "optimizer.lr=choice(1e30,0.1)", "dropout.p=0", "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.max_failure_rate=1.0", cwd=tmp_path,
+        "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.sampler.seed=8", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     trials = _study(tmp_path).trials
     assert sum(t.state in FINISHED for t in trials) == 3
+    assert any(t.state == TrialState.FAIL for t in trials)
     for trial in trials:
         diverging = trial.params["optimizer.lr"] == 1e30
         assert (trial.state == TrialState.FAIL) == diverging
