@@ -26,7 +26,7 @@ SWEEP = [
     "hydra/sweeper=mnist_optuna", "hydra/sweeper/pruner=threshold",
     "hydra.sweeper.pruner.upper=86", "hydra.sweeper.pruner.n_warmup_steps=1",
     "model=tiny", "data.train_subset=1000", "data.batch_size=64", "data.augment.strength=0",
-    "trainer.epochs=3", "trainer.device=cpu", "trainer.progress=false",
+    "trainer.epochs=4", "trainer.device=cpu", "trainer.progress=false",
     "optimizer.lr=choice(0.1,0.0)", "data.eval_batch_size=range(1000,2000)",
 ]  # fmt: skip
 SCHEDULERS = {"blocking batches": True, "asynchronous": False}
@@ -66,7 +66,7 @@ def run_sweep(sweep_dir: Path, command: list[str]) -> dict[str, Any]:
 
 
 def run_sweep_utilisation(
-    workers: int = 2, trials: int = 8, overrides: Sequence[str] = ()
+    workers: int = 2, trials: int = 12, overrides: Sequence[str] = ()
 ) -> dict[str, dict[str, Any]]:
     """Both schedulers on the same trials, one after the other; prints and returns their
     throughput records."""
