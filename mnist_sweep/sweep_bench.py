@@ -26,8 +26,8 @@ SWEEP = [
     "hydra/sweeper=mnist_optuna", "hydra/sweeper/pruner=threshold",
     "hydra.sweeper.pruner.upper=86", "hydra.sweeper.pruner.n_warmup_steps=1",
     "model=tiny", "data.train_subset=1000", "data.batch_size=64", "data.augment.strength=0",
-    "trainer.epochs=3", "trainer.device=cpu", "trainer.progress=false",
-    "optimizer.lr=choice(0.1,0.0)",
+    "trainer.epochs=4", "trainer.device=cpu", "trainer.progress=false",
+    "optimizer.lr=choice(0.1,0.0)", "data.eval_batch_size=range(1000,2000)",
 ]  # fmt: skip
 SCHEDULERS = {"blocking batches": True, "asynchronous": False}
 
@@ -35,8 +35,15 @@ SCHEDULERS = {"blocking batches": True, "asynchronous": False}
 def sweep_command(
     sweep_dir: Path, workers: int, trials: int, blocking: bool, overrides: Sequence[str] = ()
 ) -> list[str]:
-    """The sweep, with its trials queued in order: a full one, a pruned one, and so on."""
-    points = ",".join(f"{{optimizer.lr:{0.1 if i % 2 == 0 else 0.0}}}" for i in range(trials))
+    """The sweep, with its trials queued in order: a full one, a pruned one, and so on.
+
+    Each point gets its own evaluation batch size, which changes no result: Optuna
+    queues a point only once, and the trials must be these, in this order, both times.
+    """
+    points = ",".join(
+        f"{{optimizer.lr:{0.1 if i % 2 == 0 else 0.0},data.eval_batch_size:{1000 + i}}}"
+        for i in range(trials)
+    )
     return [
         sys.executable, "-m", "mnist_sweep", "-m", *SWEEP,
         "hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}",
@@ -59,7 +66,7 @@ def run_sweep(sweep_dir: Path, command: list[str]) -> dict[str, Any]:
 
 
 def run_sweep_utilisation(
-    workers: int = 2, trials: int = 8, overrides: Sequence[str] = ()
+    workers: int = 2, trials: int = 12, overrides: Sequence[str] = ()
 ) -> dict[str, dict[str, Any]]:
     """Both schedulers on the same trials, one after the other; prints and returns their
     throughput records."""

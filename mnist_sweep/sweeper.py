@@ -123,11 +123,11 @@ def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
 
 
 def _busy_seconds(run_dir: str | None, launched: float, returned: float) -> float:
-    """How long a job held its worker: from its launch to its run's last act (the final
-    write of its metrics.json), not counting a wait for other jobs launched with it."""
+    """How long a job held its worker: from its launch to its run's last act (the last
+    file it wrote), not counting a wait for other jobs launched with it."""
     try:
-        ended = (Path(run_dir) / run_folder.METRICS).stat().st_mtime  # type: ignore[arg-type]
-    except (OSError, TypeError):
+        ended = max(p.stat().st_mtime for p in Path(run_dir).iterdir())  # type: ignore[arg-type]
+    except (OSError, TypeError, ValueError):  # no folder, or an empty one
         ended = returned
     return min(max(ended - launched, 0.0), returned - launched)
 

@@ -17,6 +17,7 @@ from optuna.trial import TrialState, create_trial
 from mnist_sweep import plots, report
 from mnist_sweep.confirm import launcher_overrides
 from mnist_sweep.pruning import TargetPruner, is_feasible
+from mnist_sweep.sweep_bench import sweep_command
 from mnist_sweep.sweeper import FINISHED, derive_study_name
 from tests.conftest import REPO, run_cli, start_cli, wait_until
 
@@ -113,6 +114,13 @@ def test_sweep_records_its_throughput(finished_sweep):
     assert 0 < busy <= wall
     assert record["utilisation"] == pytest.approx(busy / wall, abs=1e-3)
     assert record["trials_per_hour"] == pytest.approx(4 * 3600 / wall, rel=1e-3)
+
+
+def test_utilisation_bench_runs_the_same_trials_both_ways(tmp_path):
+    old, new = (sweep_command(tmp_path / "s", 2, 6, blocking) for blocking in (True, False))
+    assert [a for a in old if a != "++hydra.sweeper._blocking_batches=true"] == new != old
+    (queued,) = [a for a in new if a.startswith("hydra.sweeper.enqueue=")]
+    assert queued.count("optimizer.lr:0.1,") == 3 == queued.count("optimizer.lr:0.0,")
 
 
 def test_confirm_runs_through_the_sweeps_launcher(tmp_path):
