@@ -12,6 +12,18 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from optuna.distributions import BaseDistribution
 
 
+class SweepGridSampler(optuna.samplers.GridSampler):
+    """GridSampler without its `study.stop()` once the grid is used up.
+
+    Optuna allows `stop()` only inside `Study.optimize`; this sweeper asks and
+    tells, so the stop raised before the last trial was recorded. The sweep ends
+    by itself at n_trials, which `bind_grid` caps at the grid's size.
+    """
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
 def bind_grid(
     sampler: Any, distributions: dict[str, BaseDistribution], n_trials: int
 ) -> tuple[Any, int]:
@@ -35,4 +47,5 @@ def bind_grid(
         name: OptunaSweeperImpl._to_grid_sampler_choices(dist)
         for name, dist in distributions.items()
     }
-    return sampler(grid), min(n_trials, math.prod(len(v) for v in grid.values()))
+    grid_sampler = SweepGridSampler(grid, *sampler.args, **sampler.keywords)
+    return grid_sampler, min(n_trials, math.prod(len(v) for v in grid.values()))
