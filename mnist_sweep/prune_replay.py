@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from mnist_sweep import run_folder
 from mnist_sweep.config import CONF_DIR
-from mnist_sweep.pruning import build_pruner, error_of, selection_accuracy
+from mnist_sweep.pruning import build_pruner, error_of, selection_accuracy, selection_split
 
 
 def _finished_runs(dirs: list[Path]) -> list[dict[str, Any]]:
@@ -47,9 +47,7 @@ def replay(pruner_name: str, runs: list[dict[str, Any]], target: float) -> dict[
     study = optuna.create_study(direction="minimize", pruner=build_pruner(pruner_cfg))
     met = missed = pruned = epochs_run = epochs_all = 0
     for run in runs:
-        curve = [
-            e[f"{'val' if e.get('val_acc') is not None else 'test'}_acc"] for e in run["epochs"]
-        ]
+        curve = [e[f"{selection_split(e)}_acc"] for e in run["epochs"]]
         final = selection_accuracy(run)
         met += final >= target
         epochs_all += len(curve)
