@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 
 from mnist_sweep.config import CONF_DIR
 from mnist_sweep.errors import UserError
-from mnist_sweep.pruning import trial_reporter
-from mnist_sweep.train import train
+from mnist_sweep.run.train import train
+from mnist_sweep.search.pruning import trial_reporter
 
 
 def objective_values(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -17,15 +17,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from mnist_sweep.bench import (
+from mnist_sweep.bench.speed import (
     _training_worker,
     parse_args,
     reference_model,
     run_time_to_target,
 )
 from mnist_sweep.errors import UserError
-from mnist_sweep.model import Dropout, build_model
-from mnist_sweep.train import cpu_threads, prepare_model
+from mnist_sweep.run.model import Dropout, build_model
+from mnist_sweep.run.train import cpu_threads, prepare_model
 from tests.conftest import REPO, compose_config, run_cli
 
 RATE = r"([\d,]+) images/s"

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_sweep import compare, plots
+from mnist_sweep import plots
+from mnist_sweep.compare import table as compare
 from tests.conftest import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mnist_sweep.errors import ArchitectureError
-from mnist_sweep.model import build_model, count_params, layer_output_shapes
-from mnist_sweep.optim import build_optimizer, build_scheduler
+from mnist_sweep.run.model import build_model, count_params, layer_output_shapes
+from mnist_sweep.run.optim import build_optimizer, build_scheduler
 from tests.conftest import CONF_DIR, REPO, compose_config
 
 GROUPS = ["data", "model", "dropout", "optimizer", "scheduler", "average", "trainer", "experiment"]

@@ -7,11 +7,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from mnist_sweep.averaging import build_average
-from mnist_sweep.data import augment_batch, augmentation, random_brightness_contrast
 from mnist_sweep.errors import ArchitectureError, UserError
-from mnist_sweep.model import Dropout, build_model, count_params
-from mnist_sweep.optim import build_optimizer, build_scheduler
+from mnist_sweep.run.averaging import build_average
+from mnist_sweep.run.data import augment_batch, augmentation, random_brightness_contrast
+from mnist_sweep.run.model import Dropout, build_model, count_params
+from mnist_sweep.run.optim import build_optimizer, build_scheduler
 from tests.conftest import compose_config
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_sweep.prune_replay import _finished_runs, main, replay
+from mnist_sweep.search.prune_replay import _finished_runs, main, replay
 
 
 def write_run(folder: Path, curve: list[float], params: int = 3000) -> Path:

@@ -18,8 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mnist_sweep.storage import open_storage
-from mnist_sweep.sweeper import FINISHED
+from mnist_sweep.search.storage import open_storage
+from mnist_sweep.search.sweeper import FINISHED
 from tests.conftest import compose_config, run_cli, start_cli, wait_until
 from tests.test_sweep import SWEEP, _sweep_dir, run_sweep
 

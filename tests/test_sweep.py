@@ -14,11 +14,12 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState, create_trial
 
-from mnist_sweep import plots, report
-from mnist_sweep.confirm import launcher_overrides
-from mnist_sweep.pruning import TargetPruner, is_feasible
-from mnist_sweep.sweep_bench import sweep_command
-from mnist_sweep.sweeper import FINISHED, derive_study_name
+from mnist_sweep import plots
+from mnist_sweep.bench.sweep import sweep_command
+from mnist_sweep.search import report
+from mnist_sweep.search.confirm import launcher_overrides
+from mnist_sweep.search.pruning import TargetPruner, is_feasible
+from mnist_sweep.search.sweeper import FINISHED, derive_study_name
 from tests.conftest import REPO, run_cli, start_cli, wait_until
 
 # The real preset, shrunk: tiny nets on 500 images, so each trial takes seconds
@@ -147,7 +148,7 @@ def test_sweep_folder_holds_the_report_plots(finished_sweep):
 
 
 def test_a_study_too_small_for_a_plot_skips_it_with_a_log_line(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="mnist_sweep.report")
+    caplog.set_level(logging.INFO, logger="mnist_sweep.search.report")
     report.write(_study_with([(900, 99.5)], target=99.4), tmp_path, 99.4)
     assert (tmp_path / report.WINNER).is_file()
     assert (tmp_path / report.HISTORY_PNG).is_file() and (tmp_path / report.PARETO_PNG).is_file()
@@ -163,7 +164,7 @@ def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
     winner = json.loads((sweep_dir / "winner.json").read_text())
     assert winner["params"] is not None, winner["message"]
     result = run_cli(
-        str(sweep_dir), "--seeds", "2", cwd=finished_sweep, module="mnist_sweep.confirm"
+        str(sweep_dir), "--seeds", "2", cwd=finished_sweep, module="mnist_sweep.search.confirm"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     confirm = json.loads((sweep_dir / "confirm.json").read_text())
@@ -449,7 +450,7 @@ def test_enqueued_keys_outside_the_space_get_one_line(tmp_path):
 def test_promotion_takes_target_meeters_then_the_front_each_design_once():
     from optuna.distributions import IntDistribution
 
-    from mnist_sweep.sweeper import promoted
+    from mnist_sweep.search.sweeper import promoted
 
     def trial(number: int, params: int, acc: float, w: int) -> optuna.trial.FrozenTrial:
         t = create_trial(

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from mnist_sweep import run_folder
-from mnist_sweep.data import prepare_data, random_affine
 from mnist_sweep.errors import TrainingDiverged, UserError
-from mnist_sweep.model import build_model, count_params
-from mnist_sweep.train import CPU_EVAL_BATCH, GPU_EVAL_BATCH, eval_batch_size, evaluate, train
+from mnist_sweep.run import record
+from mnist_sweep.run.data import prepare_data, random_affine
+from mnist_sweep.run.model import build_model, count_params
+from mnist_sweep.run.train import CPU_EVAL_BATCH, GPU_EVAL_BATCH, eval_batch_size, evaluate, train
 from tests.conftest import compose_config, without_timings
 
 
@@ -44,7 +44,7 @@ def test_same_seed_same_result_on_cpu(quick_cfg, tmp_path):
 def test_checkpoint_loads_with_weights_only_and_reproduces_accuracy(quick_cfg, tmp_path):
     cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 1})
     metrics = train(cfg, tmp_path)
-    ckpt = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only=True
+    ckpt = record.load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only=True
     assert ckpt["epoch"] == 1
     assert ckpt["config"]["model"]["name"] == "tiny"
     model = build_model(ckpt["config"]["model"], ckpt["config"]["dropout"]["p"])
@@ -167,7 +167,7 @@ def test_averaged_weights_are_the_ones_evaluated_and_saved(quick_cfg, tmp_path):
     )
     metrics = train(cfg, tmp_path)
     assert metrics["test_acc"] > 90  # the recipe levers together still learn
-    ckpt = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")
+    ckpt = record.load_checkpoint(tmp_path / "checkpoint.pt")
     c = ckpt["config"]
     model = build_model(c["model"], c["dropout"]["p"], c["dropout"]["placement"])
     model.load_state_dict(ckpt["state_dict"])

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_sweep import run_folder
-from mnist_sweep.averaging import WeightAverage
 from mnist_sweep.errors import UserError
+from mnist_sweep.run import record
+from mnist_sweep.run.averaging import WeightAverage
 
 # Settings that may differ between the interrupted run and its resumption: they
 # change how a run is executed, not what it computes.
@@ -63,13 +63,13 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def load_resumable(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     """The run folder's checkpoint, checked to belong to this very configuration."""
-    path = run_dir / run_folder.CHECKPOINT
+    path = run_dir / record.CHECKPOINT
     if not path.is_file():
         raise UserError(
             f"trainer.resume=true but there is no {path}; "
             "pass hydra.run.dir=<the interrupted run's folder>"
         )
-    checkpoint = run_folder.load_checkpoint(path)
+    checkpoint = record.load_checkpoint(path)
     if "resume" not in checkpoint:
         raise UserError(f"{path} holds weights only, no training state to resume from")
     before, now = _flatten(checkpoint["config"]), _flatten(config)

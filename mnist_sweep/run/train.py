@@ -23,12 +23,12 @@ from optuna.exceptions import TrialPruned
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mnist_sweep import resume, run_folder
-from mnist_sweep.averaging import WeightAverage, build_average
-from mnist_sweep.data import DeviceData, augment_batch, augmentation, prepare_data
 from mnist_sweep.errors import TrainingDiverged, UserError
-from mnist_sweep.model import build_model, count_params
-from mnist_sweep.optim import build_optimizer, build_scheduler, steps_per_epoch
+from mnist_sweep.run import checkpoint, record
+from mnist_sweep.run.averaging import WeightAverage, build_average
+from mnist_sweep.run.data import DeviceData, augment_batch, augmentation, prepare_data
+from mnist_sweep.run.model import build_model, count_params
+from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +206,11 @@ def _new_metrics(cfg: DictConfig, params: int, device: torch.device) -> dict[str
     }
 
 
-def _record_epoch(metrics: dict[str, Any], record: dict[str, Any]) -> None:
-    metrics["epochs"].append(record)
-    metrics["test_acc"] = record["test_acc"]
-    metrics["val_acc"] = record.get("val_acc")
-    metrics["reached_target"] = record["test_acc"] >= metrics["target_acc"]
+def _record_epoch(metrics: dict[str, Any], row: dict[str, Any]) -> None:
+    metrics["epochs"].append(row)
+    metrics["test_acc"] = row["test_acc"]
+    metrics["val_acc"] = row.get("val_acc")
+    metrics["reached_target"] = row["test_acc"] >= metrics["target_acc"]
     best = max(metrics["epochs"], key=lambda e: e["test_acc"])
     metrics["best_test_acc"], metrics["best_epoch"] = best["test_acc"], best["epoch"]
     metrics["train_seconds"] = round(sum(e["seconds"] for e in metrics["epochs"]), 3)
@@ -243,33 +243,31 @@ def _train(
     eval_bs = eval_batch_size(cfg.data, device)
     metrics = _new_metrics(cfg, params, device)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    checkpoint = resume.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
-    if checkpoint is not None:  # the history so far, and the time it took
-        before = checkpoint["resume"]["metrics"]
-        for record in before["epochs"]:
-            _record_epoch(metrics, record)
-        metrics["resumed_after_epoch"] = checkpoint["epoch"]
+    saved = checkpoint.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
+    if saved is not None:  # the history so far, and the time it took
+        before = saved["resume"]["metrics"]
+        for epoch_row in before["epochs"]:
+            _record_epoch(metrics, epoch_row)
+        metrics["resumed_after_epoch"] = saved["epoch"]
         started -= before["wall_seconds"]
 
     def save(status: str, error: str | None = None) -> None:
         metrics["status"], metrics["error"] = status, error
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
-        run_folder.write_json(run_dir / run_folder.METRICS, metrics)
+        record.write_json(run_dir / record.METRICS, metrics)
 
     save("running")  # from here on, metrics.json tells what became of the run
     try:
         data = prepare_data(cfg.data, device)
-        run_folder.write_model_summary(run_dir, model)
+        record.write_model_summary(run_dir, model)
         model = prepare_model(model, cfg.trainer, device)
         optimizer = build_optimizer(cfg.optimizer, model)
         steps = steps_per_epoch(data.n_train, cfg.data.batch_size)
         scheduler = build_scheduler(cfg.scheduler, optimizer, steps, epochs)
         average = build_average(cfg.get("average"), model, steps * epochs)
         first_epoch = 1
-        if checkpoint is not None:
-            first_epoch = resume.restore(
-                checkpoint, model, optimizer, scheduler, generator, average
-            )
+        if saved is not None:
+            first_epoch = checkpoint.restore(saved, model, optimizer, scheduler, generator, average)
             log.info("resuming %s after epoch %d", run_dir, first_epoch - 1)
         log.info(
             "model %s: %s params | %s train / %s test images | %s",
@@ -300,7 +298,7 @@ def _train(
             # The averaged weights, once there are any, are the ones this run ships.
             shipped = average.eval_model(model) if average is not None else model
             test_loss, test_acc = evaluate(shipped, data.test_x, data.test_y, eval_bs, autocast)
-            record = {
+            row = {
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "train_acc": train_acc,
@@ -310,14 +308,16 @@ def _train(
                 "seconds": round(seconds, 3),
             }
             if data.val_x is not None:
-                record["val_loss"], record["val_acc"] = evaluate(
+                row["val_loss"], row["val_acc"] = evaluate(
                     shipped, data.val_x, data.val_y, eval_bs, autocast
                 )
-            record["eval_seconds"] = round(time.perf_counter() - t0 - seconds, 3)
-            _record_epoch(metrics, record)
+            row["eval_seconds"] = round(time.perf_counter() - t0 - seconds, 3)
+            _record_epoch(metrics, row)
             save("running")
-            state = resume.training_state(optimizer, scheduler, generator, metrics, model, average)
-            run_folder.save_checkpoint(run_dir, shipped, resolved, epoch, state)
+            state = checkpoint.training_state(
+                optimizer, scheduler, generator, metrics, model, average
+            )
+            record.save_checkpoint(run_dir, shipped, resolved, epoch, state)
             log.info(
                 "epoch %d/%d | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%%%s"
                 " | lr %.3g | %.1fs",
@@ -327,8 +327,8 @@ def _train(
                 train_acc,
                 test_loss,
                 test_acc,
-                f" | val acc {record['val_acc']:.2f}%" if "val_acc" in record else "",
-                record["lr"],
+                f" | val acc {row['val_acc']:.2f}%" if "val_acc" in row else "",
+                row["lr"],
                 seconds,
             )
             if on_epoch_end is not None:
@@ -341,9 +341,7 @@ def _train(
         raise
     finally:
         if metrics["epochs"]:
-            run_folder.plot_curves(
-                run_dir, metrics["epochs"], f"{cfg.model.name} ({params:,} params)"
-            )
+            record.plot_curves(run_dir, metrics["epochs"], f"{cfg.model.name} ({params:,} params)")
     save("completed")
     log.info(
         "final test accuracy %.2f%% (target %.2f%%: %s); best epoch %d: %.2f%%",

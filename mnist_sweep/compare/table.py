@@ -32,8 +32,8 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist_sweep import plots
-from mnist_sweep.processes import process_alive
-from mnist_sweep.run_folder import METRICS
+from mnist_sweep.run.processes import process_alive
+from mnist_sweep.run.record import METRICS
 
 OVERRIDES = Path(".hydra") / "overrides.yaml"
 CONFIG = Path(".hydra") / "config.yaml"

@@ -3,7 +3,7 @@ trial as trials.csv, the plots researchers look at (optimisation history, parame
 importances, per-epoch accuracy of every trial) and Hydra's own
 optimization_results.yaml, all in the sweep folder.
 
-`python -m mnist_sweep.report --study NAME [--storage URL]` writes it again for any
+`python -m mnist_sweep.search.report --study NAME [--storage URL]` writes it again for any
 study, also one that is still running or was interrupted.
 """
 
@@ -22,8 +22,9 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from mnist_sweep import plots, run_folder
-from mnist_sweep.pruning import accuracy_of, is_feasible
+from mnist_sweep import plots
+from mnist_sweep.run import record
+from mnist_sweep.search.pruning import accuracy_of, is_feasible
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _write_csv(path: Path, rows: list[TrialRow]) -> None:
             for row in rows:
                 writer.writerow({**asdict(row), "overrides": " ".join(row.overrides)})
 
-    run_folder.atomic_write(path, write)
+    record.atomic_write(path, write)
 
 
 def write_trials_csv(study: optuna.Study, path: Path) -> None:
@@ -180,7 +181,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
             writer.writeheader()
             writer.writerows(row(t) for t in trials)
 
-    run_folder.atomic_write(path, write)
+    record.atomic_write(path, write)
 
 
 def plot_front(path: Path, rows: list[TrialRow], target: float, title: str) -> None:
@@ -312,7 +313,7 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
     record = winner_record(study, rows, target)
-    run_folder.write_json(sweep_dir / WINNER, record)
+    record.write_json(sweep_dir / WINNER, record)
     _write_csv(sweep_dir / PARETO_CSV, rows)
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
     selection = _selection(rows)
@@ -358,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m mnist_sweep.report", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_sweep.search.report", description=__doc__
+    )
     parser.add_argument("--study", required=True, help="the study's name (its sweep folder's name)")
     parser.add_argument(
         "--storage", default="sqlite:///outputs/optuna.db", help="the study's storage URL"

@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, O
 from mnist_sweep.errors import UserError
 
 # Config-controlled _target_s may only name these (Hydra 1.4's execution whitelist).
-TRUSTED_TARGETS = ["torch.optim.*", "mnist_sweep.optim.*"]
+TRUSTED_TARGETS = ["torch.optim.*", "mnist_sweep.run.optim.*"]
 
 
 def build_optimizer(optimizer_cfg: Any, model: torch.nn.Module) -> Optimizer:

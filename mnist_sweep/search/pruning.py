@@ -16,7 +16,7 @@ from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
-    from mnist_sweep.train import EpochCallback
+    from mnist_sweep.run.train import EpochCallback
 
 
 def selection_split(metrics: dict[str, Any]) -> str:
@@ -76,7 +76,7 @@ def build_pruner(pruner_cfg: Any) -> BasePruner:
     if pruner_cfg is None:
         return optuna.pruners.NopPruner()
     return instantiate(
-        pruner_cfg, _execution_whitelist_=["optuna.pruners.*", "mnist_sweep.pruning.*"]
+        pruner_cfg, _execution_whitelist_=["optuna.pruners.*", "mnist_sweep.search.pruning.*"]
     )
 
 

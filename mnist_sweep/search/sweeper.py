@@ -59,11 +59,17 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from mnist_sweep import report, run_folder
-from mnist_sweep.processes import process_alive
-from mnist_sweep.pruning import accuracy_of, build_pruner, selection_accuracy, selection_split
-from mnist_sweep.samplers import bind_grid
-from mnist_sweep.storage import display_url, open_storage, user_error
+from mnist_sweep.run import record
+from mnist_sweep.run.processes import process_alive
+from mnist_sweep.search import report
+from mnist_sweep.search.pruning import (
+    accuracy_of,
+    build_pruner,
+    selection_accuracy,
+    selection_split,
+)
+from mnist_sweep.search.samplers import bind_grid
+from mnist_sweep.search.storage import display_url, open_storage, user_error
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +92,12 @@ def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -
 def _mark_run_failed(run_dir: str | None, reason: str) -> None:
     """A dead trial's run folder still says "running": say what became of it."""
     try:
-        metrics = run_folder.read_metrics(run_dir)
+        metrics = record.read_metrics(run_dir)
     except (OSError, TypeError, ValueError):
         return
     if metrics.get("status") == "running":
         metrics.update(status="failed", error=reason)
-        run_folder.write_json(Path(run_dir) / run_folder.METRICS, metrics)
+        record.write_json(Path(run_dir) / record.METRICS, metrics)
 
 
 def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
@@ -527,7 +533,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             "utilisation": round(self._trial_seconds / (workers * wall), 4) if wall else None,
             "trials_per_hour": round(self._told * 3600 / wall, 2) if wall else None,
         }
-        run_folder.write_json(sweep_dir / THROUGHPUT, record)
+        record.write_json(sweep_dir / THROUGHPUT, record)
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
@@ -577,6 +583,6 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 "above, the study's fail_reason attributes and the run folders"
             )
         if self.confirm_seeds > 0 and winner["params"] is not None:
-            from mnist_sweep.confirm import confirm
+            from mnist_sweep.search.confirm import confirm
 
             confirm(sweep_dir, self.confirm_seeds)

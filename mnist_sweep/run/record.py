@@ -76,7 +76,7 @@ def save_checkpoint(
     epoch: int,
     training_state: dict[str, Any],
 ) -> None:
-    """Weights and resolved config, plus what `trainer.resume` needs (mnist_sweep/resume.py)."""
+    """Weights and resolved config, plus what `trainer.resume` needs (run/checkpoint.py)."""
     import torch
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -1,4 +1,6 @@
-"""Retrain a sweep's winner on fresh seeds: `python -m mnist_sweep.confirm SWEEP_DIR --seeds 3`.
+"""Retrain a sweep's winner on fresh seeds.
+
+    python -m mnist_sweep.search.confirm SWEEP_DIR --seeds 3
 
 A sweep picks its winner from one seed per configuration, so a 99.4% can be a
 lucky draw. This reruns the winner's exact overrides with seeds it was not
@@ -23,9 +25,9 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from mnist_sweep import run_folder
 from mnist_sweep.errors import UserError
-from mnist_sweep.report import WINNER
+from mnist_sweep.run import record
+from mnist_sweep.search.report import WINNER
 
 CONFIRM = "confirm.json"
 # Overrides that belong to the search, not to the winning configuration.
@@ -74,7 +76,7 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
     for seed in seeds:
         run_dir = out / f"seed_{seed}"
         try:
-            metrics = run_folder.read_metrics(run_dir)
+            metrics = record.read_metrics(run_dir)
         except (OSError, ValueError):
             metrics = {"status": "missing", "test_acc": None}
         runs.append(
@@ -97,7 +99,7 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
         "reached_target": sum(a >= target for a in accs),
         "n_seeds": n_seeds,
     }
-    run_folder.write_json(sweep_dir / CONFIRM, result)
+    record.write_json(sweep_dir / CONFIRM, result)
     _print(result)
     return result
 
@@ -123,7 +125,7 @@ def _print(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_sweep.confirm", description=__doc__.splitlines()[0]
+        prog="python -m mnist_sweep.search.confirm", description=__doc__.splitlines()[0]
     )
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder holding winner.json")
     parser.add_argument("--seeds", type=int, default=3, help="how many fresh seeds (default 3)")

@@ -1,4 +1,6 @@
-"""Measure a pruner on finished runs: `python -m mnist_sweep.prune_replay RUN_DIR... --pruner NAME`.
+"""Measure a pruner on finished runs.
+
+    python -m mnist_sweep.search.prune_replay RUN_DIR... --pruner NAME
 
 Every run folder given is a training that ran to its last epoch, so its curve
 says where a pruned trial would have ended. The runs are fed, in the order of
@@ -21,16 +23,16 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
-from mnist_sweep import run_folder
 from mnist_sweep.config import CONF_DIR
-from mnist_sweep.pruning import build_pruner, error_of, selection_accuracy, selection_split
+from mnist_sweep.run import record
+from mnist_sweep.search.pruning import build_pruner, error_of, selection_accuracy, selection_split
 
 
 def _finished_runs(dirs: list[Path]) -> list[dict[str, Any]]:
     runs = []
     for d in dirs:
         try:
-            metrics = run_folder.read_metrics(d)
+            metrics = record.read_metrics(d)
         except (OSError, ValueError):
             continue
         if metrics.get("status") == "completed" and metrics.get("epochs"):
@@ -81,7 +83,9 @@ def replay(pruner_name: str, runs: list[dict[str, Any]], target: float) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_sweep.prune_replay", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_sweep.search.prune_replay", description=__doc__
+    )
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders of finished trainings")
     parser.add_argument("--pruner", action="append", required=True, help="pruner config name")
     parser.add_argument("--target", type=float, default=99.4, help="target accuracy (%%)")

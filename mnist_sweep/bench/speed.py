@@ -18,7 +18,7 @@ speed (default)
     `target_acc`.
 --sweep-utilisation
     one small pruned sweep run twice, with the sweeper's old blocking batches
-    and with its asynchronous scheduler (see mnist_sweep/sweep_bench.py);
+    and with its asynchronous scheduler (see mnist_sweep/bench/sweep.py);
     prints each one's utilisation and wall time, then
     `utilisation: <old> -> <new>`.
 --accuracy
@@ -56,11 +56,11 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from mnist_sweep.config import compose_config
-from mnist_sweep.data import DeviceData, prepare_data
 from mnist_sweep.errors import UserError
-from mnist_sweep.model import Dropout, build_model
-from mnist_sweep.optim import build_optimizer, build_scheduler, steps_per_epoch
-from mnist_sweep.train import (
+from mnist_sweep.run.data import DeviceData, prepare_data
+from mnist_sweep.run.model import Dropout, build_model
+from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
+from mnist_sweep.run.train import (
     autocast_context,
     cpu_threads,
     eval_batch_size,
@@ -628,7 +628,7 @@ def build_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> DictCon
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.sweep_utilisation:  # whole sweeps in their own processes: no config to build here
-        from mnist_sweep.sweep_bench import run_sweep_utilisation
+        from mnist_sweep.bench.sweep import run_sweep_utilisation
 
         data = [f"data.root={args.data_root}"] if args.data_root else []
         try:

@@ -1,0 +1,1 @@
+"""Looking at runs: tables and plots over any set of run folders."""

@@ -1,0 +1,1 @@
+"""Training one run: config -> data, model, optimizer -> the fit loop -> the run folder."""
