@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from mnist_sweep.config import CONF_DIR
 from mnist_sweep.errors import UserError
 from mnist_sweep.run.train import train
+from mnist_sweep.schema import validate
 from mnist_sweep.search.pruning import trial_reporter
 
 
@@ -25,6 +26,7 @@ def objective_values(metrics: dict[str, Any]) -> dict[str, Any]:
 def task(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     try:
+        validate(cfg)  # before any data is read or net built
         metrics = train(cfg, hydra_cfg.runtime.output_dir, on_epoch_end=trial_reporter(hydra_cfg))
     except UserError as e:
         if hydra_cfg.mode == RunMode.MULTIRUN:

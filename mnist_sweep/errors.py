@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+class ConfigError(UserError):
+    """A config value of the wrong type or out of its range (mnist_sweep/schema/)."""

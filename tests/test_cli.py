@@ -88,7 +88,7 @@ def test_unknown_key_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        (["model.w1=0"], "model block 1 width must be a positive integer, got 0"),
+        (["model.w1=0"], "error: model.w1=0: must be >= 1"),
         (["model.n1=13"], "feature map collapses"),
     ],
 )

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
-from mnist_sweep.errors import ArchitectureError
+from mnist_sweep.errors import ArchitectureError, ConfigError
 from mnist_sweep.run.model import build_model, count_params, layer_output_shapes
 from mnist_sweep.run.optim import build_optimizer, build_scheduler
-from tests.conftest import CONF_DIR, REPO, compose_config
+from mnist_sweep.schema import validate
+from tests.conftest import CONF_DIR, REPO, compose_config, run_cli
 
 GROUPS = ["data", "model", "dropout", "optimizer", "scheduler", "average", "trainer", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -33,8 +37,9 @@ def test_every_group_has_its_promised_options():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_builds(group: str, option: str):
+def test_option_composes_validates_and_builds(group: str, option: str):
     cfg = compose_config([f"{group}={option}"])
+    validate(cfg)
     assert cfg.target_acc == 99.4
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
@@ -142,3 +147,150 @@ def test_widths_are_overridable_from_the_command_line():
 def test_impossible_architectures_are_named_before_training(overrides, message):
     with pytest.raises(ArchitectureError, match=message):
         build_model(compose_config(overrides).model)
+
+
+def _typed(value: Any) -> str:
+    """A value as an override types it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _search_points(preset: str) -> list[list[str]]:
+    """Overrides for a search preset's corners (every dimension at its lowest, then its
+    highest) and for each of its queued starting trials."""
+    sweeper = compose_config([f"hparams_search={preset}"], return_hydra_config=True).hydra.sweeper
+    parser = OverridesParser.create()
+    low, high = [], []
+    for key, text in sweeper.params.items():
+        value = parser.parse_override(f"{key}={text}").value()
+        if isinstance(value, RangeSweep):
+            ends = [value.start, value.stop - value.step]
+        elif isinstance(value, IntervalSweep):
+            ends = [value.start, value.end]
+        elif isinstance(value, ChoiceSweep):
+            ends = [value.list[0], value.list[-1]]
+        else:
+            ends = [value, value]
+        low.append(f"{key}={_typed(ends[0])}")
+        high.append(f"{key}={_typed(ends[1])}")
+    queued = [[f"{k}={_typed(v)}" for k, v in point.items()] for point in sweeper.enqueue]
+    return [low, high, *queued]
+
+
+SEARCH_POINTS = [
+    (preset, i, point)
+    for preset in sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+    for i, point in enumerate(_search_points(preset))
+]
+
+
+@pytest.mark.parametrize(
+    ("preset", "point"),
+    [(preset, point) for preset, _, point in SEARCH_POINTS],
+    ids=[f"{preset}-{i}" for preset, i, _ in SEARCH_POINTS],
+)
+def test_every_search_point_validates(preset: str, point: list[str]):
+    validate(compose_config([f"hparams_search={preset}", *point]))
+
+
+# What a user may type wrong, and the one line it gets.
+BAD_VALUES = [
+    ("trainer.epochs=0", "trainer.epochs=0: must be >= 1"),
+    ("optimizer.lr=-1", "optimizer.lr=-1: must be > 0"),
+    ("data.batch_size=0", "data.batch_size=0: must be in [1, 60000]"),
+    ("model.w1=0", "model.w1=0: must be >= 1"),
+    ("model.w1=3.5", "model.w1=3.5: must be an integer"),
+    ("model.w1=null", "model.w1=null: must be set (only t1..t3 take null)"),
+    ("model.t1=-4", "model.t1=-4: must be >= 0"),
+    ("model.num_classes=5", "model.num_classes=5: must be >= 10"),
+    ("dropout.p=1.5", "dropout.p=1.5: must be in [0, 1)"),
+    ("dropout.placement=everywhere", "dropout.placement='everywhere': must be one of unit, block"),
+    ("trainer.device=gpu", "trainer.device='gpu': must be one of auto, cpu, cuda"),
+    ("trainer.precision=16", "trainer.precision=16: must be one of 32, bf16"),
+    ("trainer.label_smoothing=1", "trainer.label_smoothing=1: must be in [0, 1)"),
+    ("trainer.threads=0", "trainer.threads=0: must be >= 1"),
+    ("trainer.resume=maybe", "trainer.resume='maybe': must be true or false"),
+    ("data.augment.p=2", "data.augment.p=2: must be in [0, 1]"),
+    ("data.eval_batch_size=0", "data.eval_batch_size=0: must be >= 1"),
+    ("data.val_size=70000", "data.val_size=70000: must be in [0, 60000)"),
+    ("scheduler.pct_start=0", "scheduler.pct_start=0: must be in (0, 1)"),
+    (
+        "scheduler.anneal_strategy=exp",
+        "scheduler.anneal_strategy='exp': must be one of cos, linear",
+    ),
+    ("target_acc=150", "target_acc=150: must be in (0, 100]"),
+    ("optimizer.lr=abc", "optimizer.lr='abc': must be a number"),
+    (
+        "+optimizer.lrr=0.1",
+        "optimizer.lrr: unknown key (allowed: _target_, _partial_, lr, momentum, nesterov, "
+        "weight_decay, dampening)",
+    ),
+    ("~optimizer.lr", "optimizer.lr: missing (a required key)"),
+    (
+        "optimizer._target_=torch.optim.RMSprop",
+        "optimizer._target_='torch.optim.RMSprop': must be one of torch.optim.SGD, "
+        "torch.optim.Adam, torch.optim.AdamW",
+    ),
+    ("optimizer=adam +optimizer.betas=[0.9]", "optimizer.betas=[0.9]: must hold exactly 2 values"),
+    ("average=ema average.decay=1", "average.decay=1: must be in (0, 1)"),
+    ("average=swa average.start=1.5", "average.start=1.5: must be in [0, 1)"),
+    ("scheduler=step scheduler.every_epochs=0", "scheduler.every_epochs=0: must be >= 1"),
+    ("model=era_s6 model.blocks.0.widths=[8,0]", "model.blocks.0.widths.1=0: must be >= 1"),
+    ("model.blocks=[]", "model.blocks=[]: must not be empty"),
+    ("model.pad1=2", "model.pad1=2: must be one of 0, 1"),
+    # Rules across keys name the key to change, and say how.
+    (
+        "data.val_size=59950",
+        "data.val_size=59950: leaves 50 of 60,000 training images, less than one batch "
+        "(data.batch_size=128); lower data.val_size or data.batch_size",
+    ),
+    (
+        "data.train_subset=100",
+        "data.train_subset=100: is less than one batch (data.batch_size=128); "
+        "raise it or lower data.batch_size",
+    ),
+    (
+        "optimizer.momentum=0",
+        "optimizer.nesterov=true: needs optimizer.momentum > 0 and optimizer.dampening=0; "
+        "set optimizer.nesterov=false or change those",
+    ),
+    (
+        "data.augment.scale=0.8 data.augment.strength=1.5",
+        "data.augment.scale=0.8: times data.augment.strength=1.5 reaches 1, so a zoom of 0 "
+        "could be drawn; lower either",
+    ),
+    (
+        "model=era_s6 model.blocks.2.padding=[1,0,1]",
+        "model.blocks.2.padding=[1, 0, 1]: needs one entry per conv, 2 here; or one 0 or 1",
+    ),
+    (
+        "model.fc_hidden=[50]",
+        "model.fc_hidden=[50]: is only read by model.head=fc (here gap); set model.fc_hidden=[]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "line"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_a_bad_value_gets_one_line_naming_key_value_and_range(overrides: str, line: str):
+    cfg = compose_config(overrides.split())
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg)
+    assert str(caught.value) == line
+
+
+def test_a_number_typed_for_the_precision_is_accepted():
+    validate(compose_config(["trainer.precision=32"]))  # the command line reads it as an int
+
+
+def test_an_unresolvable_interpolation_is_one_line():
+    with pytest.raises(ConfigError, match=r"^model.w1: Interpolation key 'nowhere' not found$"):
+        validate(compose_config(["model.w1=${nowhere}"]))
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_a_bad_value_before_reading_data(tmp_path):
+    # No data there: the config's line, not "MNIST not found", shows the order.
+    result = run_cli("trainer.epochs=0", cwd=tmp_path, env={"MNIST_DATA": str(tmp_path / "no")})
+    assert result.returncode == 1
+    assert result.stderr == "error: trainer.epochs=0: must be >= 1\n"

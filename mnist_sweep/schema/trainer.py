@@ -1,0 +1,44 @@
+"""The `trainer` group (how a run is executed) and the `average` group (what it ships)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from mnist_sweep.schema.base import Count, Fraction, NonNegativeInt, OpenFraction, Section
+
+
+class Trainer(Section):
+    epochs: Count
+    seed: NonNegativeInt
+    label_smoothing: Fraction
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["32", "bf16"]
+    progress: bool
+    resume: bool
+    channels_last: bool
+    threads: Count | None  # null: torch's default
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _unquoted_32(cls, value: Any) -> Any:
+        # The command line reads trainer.precision=32 as a number.
+        return "32" if type(value) is int and value == 32 else value
+
+
+class NoAverage(Section):
+    kind: Literal["none"]
+
+
+class EMA(Section):
+    kind: Literal["ema"]
+    decay: OpenFraction  # per step
+
+
+class SWA(Section):
+    kind: Literal["swa"]
+    start: Fraction  # share of the run's steps after which averaging begins
+
+
+Average = Annotated[NoAverage | EMA | SWA, Field(discriminator="kind")]
