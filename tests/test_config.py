@@ -131,8 +131,6 @@ def test_widths_are_overridable_from_the_command_line():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.w2=0"], "model block 2 width must be a positive integer, got 0"),
-        (["model.t1=-4"], "model block 1 transition width must be a positive integer"),
         (["model.n1=13"], "feature map collapses"),
         (
             [
@@ -233,6 +231,7 @@ BAD_VALUES = [
         "torch.optim.Adam, torch.optim.AdamW",
     ),
     ("optimizer=adam +optimizer.betas=[0.9]", "optimizer.betas=[0.9]: must hold exactly 2 values"),
+    ("average.kind=mean", "average.kind='mean': must be one of none, ema, swa"),
     ("average=ema average.decay=1", "average.decay=1: must be in (0, 1)"),
     ("average=swa average.start=1.5", "average.start=1.5: must be in [0, 1)"),
     ("scheduler=step scheduler.every_epochs=0", "scheduler.every_epochs=0: must be >= 1"),

@@ -129,16 +129,8 @@ def prepare_data(data_cfg: Any, device: torch.device) -> DeviceData:
     test_x, test_y = splits["test"]
     subset = data_cfg.train_subset
     if subset is not None:
-        if not 0 < subset <= train_x.shape[0]:
-            raise DataError(
-                f"data.train_subset must be between 1 and {train_x.shape[0]}, got {subset}"
-            )
         train_x, train_y = train_x[:subset], train_y[:subset]
-    val_size = data_cfg.val_size or 0
-    if not 0 <= val_size < train_x.shape[0]:
-        raise DataError(
-            f"data.val_size must leave training images: got {val_size} of {train_x.shape[0]}"
-        )
+    val_size = data_cfg.val_size
     val_x = val_y = None
     if val_size:
         # The last images, so the split does not depend on the seed.

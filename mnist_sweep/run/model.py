@@ -33,39 +33,19 @@ class BlockSpec:
     transition: int | None
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArchitectureError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
 def parse_blocks(model_cfg: Mapping[str, Any]) -> list[BlockSpec]:
-    """Read `model.blocks` into specs, rejecting bad widths before any layer is built."""
-    blocks = model_cfg.get("blocks")
-    if not blocks:
-        raise ArchitectureError("model.blocks is empty: a net needs at least one conv block")
+    """Read `model.blocks` (checked against mnist_sweep/schema/model.py) into specs."""
     specs = []
-    for i, block in enumerate(blocks, start=1):
-        where = f"model block {i}"
-        if "widths" in block and block["widths"] is not None:
-            widths = tuple(_positive_int(w, f"{where} width") for w in block["widths"])
+    for block in model_cfg["blocks"]:
+        if block.get("widths") is not None:
+            widths = tuple(block["widths"])
         else:
-            width = _positive_int(block.get("width"), f"{where} width")
-            convs = _positive_int(block.get("convs", 1), f"{where} conv count")
-            widths = (width,) * convs
-        if not widths:
-            raise ArchitectureError(f"{where} has no convs")
+            widths = (block["width"],) * block.get("convs", 1)
         padding = block.get("padding", 1)
         paddings = tuple(padding) if isinstance(padding, Sequence) else (padding,) * len(widths)
-        if len(paddings) != len(widths) or any(p not in (0, 1) for p in paddings):
-            raise ArchitectureError(
-                f"{where} padding must be 0, 1 or a list of those, one per conv; got {padding!r}"
-            )
         transition = block.get("transition")
         if transition == 0:  # width 0: no transition, as null (sweep choices cannot hold null)
             transition = None
-        if transition is not None:
-            transition = _positive_int(transition, f"{where} transition width")
         specs.append(BlockSpec(widths, paddings, bool(block.get("pool", False)), transition))
     return specs
 
@@ -132,27 +112,20 @@ def _cpu_dense(x: torch.Tensor) -> bool:
     )
 
 
-DROPOUT_PLACEMENTS = ("unit", "block")
-
-
 def build_model(
     model_cfg: Mapping[str, Any], dropout: float = 0.0, placement: str = "unit"
 ) -> nn.Sequential:
-    """Build the net described by the `model` config group; raises ArchitectureError early.
+    """Build the net described by the `model` config group; raises ArchitectureError early
+    when its feature map does not survive the blocks.
 
-    `dropout` and `placement` come from the `dropout` group (p, placement).
+    `dropout` and `placement` come from the `dropout` group (p, placement). The
+    values' types and ranges are the schema's to check (mnist_sweep/schema/).
     """
     specs = parse_blocks(model_cfg)
     final_size = _check_feature_maps(specs)
-    num_classes = _positive_int(model_cfg.get("num_classes", 10), "model.num_classes")
+    num_classes = model_cfg.get("num_classes", 10)
     batchnorm = bool(model_cfg.get("batchnorm", True))
     bias = bool(model_cfg.get("conv_bias", not batchnorm))
-    if not 0.0 <= dropout < 1.0:
-        raise ArchitectureError(f"dropout.p must be in [0, 1), got {dropout}")
-    if placement not in DROPOUT_PLACEMENTS:
-        raise ArchitectureError(
-            f"dropout.placement must be one of {', '.join(DROPOUT_PLACEMENTS)}, got {placement!r}"
-        )
 
     layers: list[nn.Module] = []
     channels = IN_CHANNELS
@@ -173,21 +146,17 @@ def build_model(
         if dropout > 0 and placement == "block" and i < len(specs):
             layers.append(Dropout(dropout))
 
-    head = model_cfg.get("head", "gap")
-    if head == "gap":
+    if model_cfg.get("head", "gap") == "gap":
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         if channels != num_classes:
             layers.append(nn.Linear(channels, num_classes))
-    elif head == "fc":
+    else:  # fc
         layers.append(nn.Flatten())
         features = channels * final_size * final_size
-        for i, hidden in enumerate(model_cfg.get("fc_hidden") or [], start=1):
-            hidden = _positive_int(hidden, f"model.fc_hidden[{i}]")
+        for hidden in model_cfg.get("fc_hidden") or []:
             layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
             features = hidden
         layers.append(nn.Linear(features, num_classes))
-    else:
-        raise ArchitectureError(f"model.head must be 'gap' or 'fc', got {head!r}")
     return nn.Sequential(*layers)
 
 

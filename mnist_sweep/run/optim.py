@@ -55,8 +55,6 @@ def onecycle(
     anneal_strategy: str = "cos",
 ) -> LRScheduler:
     """One-cycle schedule peaking at the optimizer's configured lr (cos or linear ramps)."""
-    if anneal_strategy not in ("cos", "linear"):
-        raise UserError(f"scheduler.anneal_strategy must be cos or linear, got {anneal_strategy!r}")
     if total_steps < 3:
         raise UserError(
             f"scheduler=onecycle needs at least 3 optimizer steps, this run has {total_steps}; "
