@@ -1,20 +1,25 @@
-"""Every option of every config group composes into something that builds."""
+"""The config groups: every option composes, validates and builds; a bad value, or a file
+the program reads that is missing or damaged, gets one line."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
-from mnist_sweep.errors import ArchitectureError, ConfigError
+from mnist_sweep.errors import ArchitectureError, ConfigError, UserError
+from mnist_sweep.run.checkpoint import load_resumable
 from mnist_sweep.run.model import build_model, count_params, layer_output_shapes
 from mnist_sweep.run.optim import build_optimizer, build_scheduler
 from mnist_sweep.schema import validate
+from mnist_sweep.search import confirm, report
 from tests.conftest import CONF_DIR, REPO, compose_config, run_cli
 
 GROUPS = ["data", "model", "dropout", "optimizer", "scheduler", "average", "trainer", "experiment"]
@@ -293,3 +298,94 @@ def test_the_cli_refuses_a_bad_value_before_reading_data(tmp_path):
     result = run_cli("trainer.epochs=0", cwd=tmp_path, env={"MNIST_DATA": str(tmp_path / "no")})
     assert result.returncode == 1
     assert result.stderr == "error: trainer.epochs=0: must be >= 1\n"
+
+
+# Every file the program reads, missing or damaged, gets one line too.
+
+
+def _damaged_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    """Run folders whose checkpoint.pt is garbage, cut short, or not one this project wrote."""
+    whole = tmp_path / "whole.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "config": {}, "epoch": 1}, whole)
+    runs = {}
+    for name, write in {
+        "garbage": lambda p: p.write_bytes(b"not a checkpoint"),
+        "cut short": lambda p: p.write_bytes(whole.read_bytes()[:-100]),
+        "a list": lambda p: torch.save([1, 2], p),
+        "no training state inside": lambda p: torch.save(
+            {"state_dict": {}, "config": {}, "epoch": 1, "resume": {"metrics": {}}}, p
+        ),
+    }.items():
+        (tmp_path / name).mkdir()
+        write(tmp_path / name / "checkpoint.pt")
+        runs[name] = tmp_path / name
+    return runs
+
+
+def test_a_damaged_checkpoint_is_one_line_saying_how_to_start_over(tmp_path):
+    for name, run_dir in _damaged_checkpoints(tmp_path).items():
+        with pytest.raises(UserError) as caught:
+            load_resumable(run_dir, {})
+        line = str(caught.value)
+        assert "\n" not in line, name
+        assert line.startswith(f"{run_dir / 'checkpoint.pt'} is "), name
+        assert line.endswith("run again without trainer.resume=true to start this run over")
+
+
+@pytest.mark.parametrize(
+    ("storage", "says"),
+    [
+        ("nonsense", "error: storage nonsense is not a database URL"),
+        ("sqlite:///{tmp}/damaged.db", "error: storage sqlite:///{tmp}/damaged.db is damaged"),
+        ("sqlite:///{tmp}/none.db", "error: no study database at {tmp}/none.db"),
+    ],
+)
+def test_report_on_a_storage_it_cannot_read_is_one_line(tmp_path, capsys, storage, says):
+    (tmp_path / "damaged.db").write_bytes(b"not a database")
+    storage, says = storage.format(tmp=tmp_path), says.format(tmp=tmp_path)
+    try:
+        code = report.main(["--study", "x", "--storage", storage, "--out", str(tmp_path)])
+    except SystemExit as e:  # the sweeper's storage errors end the command this way
+        code, stderr = 1, str(e.code)
+    else:
+        stderr = capsys.readouterr().err
+    assert code == 1
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith(says), line
+
+
+def test_report_names_a_study_that_is_not_there(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    optuna.create_study(study_name="there", storage=url)
+    assert report.main(["--study", "missing", "--storage", url]) == 1
+    assert capsys.readouterr().err == f"error: no study 'missing' in {url}\n"
+
+
+def _sweep_with(tmp_path: Path, winner: Any) -> Path:
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "winner.json").write_text(json.dumps(winner))
+    return tmp_path / "sweep"
+
+
+@pytest.mark.parametrize(
+    ("winner", "says"),
+    [
+        (None, "winner.json ([Errno 2] No such file or directory"),
+        ([1], "winner.json is damaged (not a winner record); write it again"),
+        ({"params": 100}, "winner.json is damaged (no overrides, run_dir, target_acc)"),
+        (
+            {"params": 100, "overrides": [], "run_dir": "{tmp}/gone", "target_acc": 99.4},
+            "the winner's run folder {tmp}/gone is missing or damaged",
+        ),
+    ],
+)
+def test_confirm_on_a_sweep_it_cannot_read_is_one_line(tmp_path, capsys, winner, says):
+    if winner is None:
+        (tmp_path / "sweep").mkdir()
+        sweep = tmp_path / "sweep"
+    else:
+        text = json.dumps(winner).replace("{tmp}", str(tmp_path))
+        sweep = _sweep_with(tmp_path, json.loads(text))
+    assert confirm.main([str(sweep)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and says.format(tmp=tmp_path) in line, line

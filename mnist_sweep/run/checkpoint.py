@@ -61,6 +61,37 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# What resuming reads: from every checkpoint, from its training state, from its metrics.
+SAVED_KEYS = {"state_dict", "config", "epoch"}
+STATE_KEYS = {"optimizer", "scheduler", "torch_rng", "cuda_rng", "generator", "metrics"}
+METRICS_KEYS = {"epochs", "wall_seconds"}
+
+
+def _has(value: Any, keys: set[str]) -> bool:
+    return isinstance(value, dict) and keys <= value.keys()
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The checkpoint at `path`, or UserError saying why it cannot be resumed from."""
+    start_over = "run again without trainer.resume=true to start this run over"
+    try:
+        checkpoint = record.load_checkpoint(path)
+    except Exception as e:  # torch's unpickler and zip reader fail in many ways on a damaged file
+        raise UserError(
+            f"{path} is damaged (torch cannot read it: {type(e).__name__}); {start_over}"
+        ) from None
+    if _has(checkpoint, SAVED_KEYS) and "resume" not in checkpoint:
+        raise UserError(f"{path} holds weights only, no training state to resume from")
+    state = checkpoint.get("resume") if isinstance(checkpoint, dict) else None
+    if not (
+        _has(checkpoint, SAVED_KEYS)
+        and _has(state, STATE_KEYS)
+        and _has(state["metrics"], METRICS_KEYS)
+    ):
+        raise UserError(f"{path} is not a checkpoint this project wrote; {start_over}")
+    return checkpoint
+
+
 def load_resumable(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     """The run folder's checkpoint, checked to belong to this very configuration."""
     path = run_dir / record.CHECKPOINT
@@ -69,9 +100,7 @@ def load_resumable(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
             f"trainer.resume=true but there is no {path}; "
             "pass hydra.run.dir=<the interrupted run's folder>"
         )
-    checkpoint = record.load_checkpoint(path)
-    if "resume" not in checkpoint:
-        raise UserError(f"{path} holds weights only, no training state to resume from")
+    checkpoint = _read(path)
     before, now = _flatten(checkpoint["config"]), _flatten(config)
     changed = sorted(
         key

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
@@ -36,16 +38,39 @@ SEARCH_ONLY = ("hparams_search=", "trainer.seed=", "hydra.")
 LAUNCHER = ("hydra/launcher=", "hydra.launcher.")
 
 
+# What confirm reads from winner.json beside `params`.
+WINNER_KEYS = ("overrides", "run_dir", "target_acc")
+
+
 def _winner(sweep_dir: Path) -> dict[str, Any]:
+    path = sweep_dir / WINNER
     try:
-        winner = json.loads((sweep_dir / WINNER).read_text())
+        winner = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise UserError(
-            f"cannot read {sweep_dir / WINNER} ({e}); pass a finished sweep folder"
-        ) from e
+        raise UserError(f"cannot read {path} ({e}); pass a finished sweep folder") from None
+    rewrite = "write it again with python -m mnist_sweep.search.report --study <its study>"
+    if not isinstance(winner, dict):
+        raise UserError(f"{path} is damaged (not a winner record); {rewrite}")
     if winner.get("params") is None:
         raise UserError(f"{sweep_dir} has no winner to confirm: {winner.get('message')}")
+    missing = [key for key in WINNER_KEYS if winner.get(key) is None]
+    if missing or not isinstance(winner["overrides"], list):
+        raise UserError(f"{path} is damaged (no {', '.join(missing) or 'overrides'}); {rewrite}")
     return winner
+
+
+def _search_settings(run_dir: Path) -> tuple[int, list[str]]:
+    """The seed the winner was trained with and its sweep's launcher settings, from the
+    winner's run folder."""
+    try:
+        seed = int(OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.seed)
+        return seed, launcher_overrides(run_dir)
+    except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserError(
+            f"the winner's run folder {run_dir} is missing or damaged ({why}); confirm reads "
+            "its .hydra/config.yaml and .hydra/hydra.yaml"
+        ) from None
 
 
 def launcher_overrides(run_dir: str | Path) -> list[str]:
@@ -61,14 +86,14 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
     winner = _winner(sweep_dir)
     overrides = [o for o in winner["overrides"] if not o.startswith(SEARCH_ONLY)]
     run_dir = Path(winner["run_dir"])
-    search_seed = int(OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.seed)
+    search_seed, launcher = _search_settings(run_dir)
     seeds = [search_seed + 1 + i for i in range(n_seeds)]
     out = sweep_dir / "confirm"
     command = [
         sys.executable, "-m", "mnist_sweep", "-m", *overrides,
         f"trainer.seed={','.join(map(str, seeds))}",
         f"hydra.sweep.dir={out}", "hydra.sweep.subdir=seed_${trainer.seed}",
-        *launcher_overrides(run_dir), *extra,
+        *launcher, *extra,
     ]  # fmt: skip
     subprocess.run(command, check=False)
 

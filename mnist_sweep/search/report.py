@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_sweep import plots
 from mnist_sweep.run import record
 from mnist_sweep.search.pruning import accuracy_of, is_feasible
+from mnist_sweep.search.storage import display_url, refuse
 
 log = logging.getLogger(__name__)
 
@@ -372,11 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage.startswith("sqlite:///") and not Path(args.storage[10:]).is_file():
         print(f"error: no study database at {args.storage[10:]}; pass --storage", file=sys.stderr)
         return 1
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         study = optuna.load_study(study_name=args.study, storage=args.storage)
     except KeyError:
-        print(f"error: no study {args.study!r} in {args.storage}", file=sys.stderr)
+        print(f"error: no study {args.study!r} in {display_url(args.storage)}", file=sys.stderr)
         return 1
+    except (ImportError, SQLAlchemyError) as e:
+        refuse(args.storage, e, setting="--storage")
     targets = [t.user_attrs["target_acc"] for t in study.trials if "target_acc" in t.user_attrs]
     target = args.target if args.target is not None else float(targets[-1] if targets else 99.4)
     out = args.out or Path("outputs") / "sweeps" / args.study

@@ -36,8 +36,13 @@ def display_url(url: str | None) -> str:
         return _PASSWORD.sub(r"\1***@", str(url))
 
 
-def _refuse(url: str, error: BaseException) -> NoReturn:
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+SWEEP_SETTING = "hydra.sweeper.storage (or MNIST_SWEEP_STORAGE)"
+
+
+def refuse(url: str, error: BaseException, setting: str = SWEEP_SETTING) -> NoReturn:
+    """End the command with one line on why storage `url` cannot be used; `setting` is
+    where the user names another."""
+    from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
     shown = display_url(url)
     lines = str(getattr(error, "orig", None) or error).strip().splitlines()
@@ -54,9 +59,14 @@ def _refuse(url: str, error: BaseException) -> NoReturn:
             f"storage {shown} is not a database URL ({why}); "
             "use e.g. sqlite:///outputs/optuna.db or postgresql://user:password@host/db"
         )
+    if isinstance(error, DatabaseError) and not isinstance(error, OperationalError):
+        user_error(
+            f"storage {shown} is damaged or not an Optuna database ({why}); "
+            f"restore it or name another with {setting}"
+        )
     user_error(
         f"cannot reach storage {shown} ({why}); check that the server is running and the host, "
-        "port, user and password, or set hydra.sweeper.storage (or MNIST_SWEEP_STORAGE)"
+        f"port, user and password, or set {setting}"
     )
 
 
@@ -82,7 +92,7 @@ def open_storage(
             pass
         probe.dispose()
     except (ImportError, SQLAlchemyError) as e:
-        _refuse(url, e)
+        refuse(url, e)
     for attempt in range(1, attempts + 1):
         try:
             return optuna.storages.RDBStorage(
@@ -97,7 +107,7 @@ def open_storage(
             # Workers starting together on a fresh database race to create
             # Optuna's tables; a loser finds them made when it tries again.
             if attempt == attempts:
-                _refuse(url, e)
+                refuse(url, e)
             log.info("storage not ready (attempt %d of %d), retrying", attempt, attempts)
             time.sleep(attempt)
     raise AssertionError("unreachable")
