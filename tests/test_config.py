@@ -224,6 +224,8 @@ BAD_VALUES = [
     ),
     ("target_acc=150", "target_acc=150: must be in (0, 100]"),
     ("optimizer.lr=abc", "optimizer.lr='abc': must be a number"),
+    ("optimizer.lr=inf", "optimizer.lr=inf: must be a finite number"),
+    ("data.root=''", "data.root='': must not be empty"),
     (
         "+optimizer.lrr=0.1",
         "optimizer.lrr: unknown key (allowed: _target_, _partial_, lr, momentum, nesterov, "

@@ -16,7 +16,7 @@ class Section(BaseModel):
     as a string. Forbidding undeclared keys catches a `+optimizer.lrr=0.1` typo.
     """
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 Positive = Annotated[float, Field(gt=0)]

@@ -29,6 +29,8 @@ KINDS = {  # pydantic's error type: what is allowed instead
     "dict_type": "must be a group of keys",
     "model_attributes_type": "must be a group of keys",
     "missing": "missing (a required key)",
+    "finite_number": "must be a finite number",
+    "string_too_short": "must not be empty",
 }
 BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
