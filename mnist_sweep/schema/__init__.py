@@ -5,7 +5,7 @@ and raises ConfigError with one line naming the key, its value and what is
 allowed. What needs more than the config (the feature map followed through the
 net, a CUDA device being there, the data files) is checked where it is computed.
 
-One module per group: data (data), model (model, dropout), optim (optimizer,
+Modules by group: data (data), model (model, dropout), optim (optimizer,
 scheduler), trainer (trainer, average); the top-level keys are below.
 """
 

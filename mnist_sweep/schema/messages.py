@@ -9,7 +9,7 @@ keys its section allows, and the whole range of a bounded key.
 from __future__ import annotations
 
 import types
-import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -75,7 +75,8 @@ def _sections(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _tag_field(section: type[BaseModel]) -> tuple[str, tuple[Any, ...]] | None:
-    """The key that tells a union's members apart (`_target_`, `kind`), and its values."""
+    """The key that tells a union's members apart (`_target_`, `kind`: each member's first
+    field that takes only given strings), and its values."""
     for name, info in section.model_fields.items():
         values, _ = _unwrap(info.annotation)
         if get_origin(values) is Literal and all(isinstance(v, str) for v in get_args(values)):
@@ -96,12 +97,13 @@ def _field(section: type[BaseModel], key: Any) -> FieldInfo | None:
 
 
 def locate(root: type[BaseModel], loc: tuple[Any, ...]) -> Spot:
+    """Follow pydantic's error path through the schema's classes."""
     parts: list[str] = []
     annotation: Any = root
     section: type[BaseModel] | None = None
     constraints: list[Any] = []
     for item in loc:
-        annotation, extra = _unwrap(annotation)
+        annotation, _ = _unwrap(annotation)
         members = _sections(annotation)
         if members and isinstance(item, str) and item in _tags(annotation)[1]:
             tagged = [m for m in members if item in (_tag_field(m) or ("", ()))[1]]
@@ -134,7 +136,7 @@ def show(value: Any) -> str:
     return repr(value)
 
 
-def _choices(values: typing.Sequence[Any]) -> str:
+def _choices(values: Sequence[Any]) -> str:
     shown = [show(v) if not isinstance(v, str) else v for v in values]
     return f"must be {shown[0]}" if len(shown) == 1 else f"must be one of {', '.join(shown)}"
 
