@@ -54,7 +54,7 @@ class TrialRow:
 def _overrides(trial: FrozenTrial) -> list[str]:
     """The run's full override list as Hydra saved it, else the sampled parameters."""
     run_dir = trial.user_attrs.get("run_dir")
-    saved = Path(run_dir) / ".hydra" / "overrides.yaml" if run_dir else None
+    saved = Path(run_dir) / record.HYDRA_OVERRIDES if run_dir else None
     if saved is not None and saved.is_file():
         return [str(o) for o in OmegaConf.load(saved)]
     return [f"{k}={v}" for k, v in trial.params.items()]
