@@ -153,6 +153,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
         run.wait()
     killed = RunRecord.load(run_dir)
     assert killed.status is RunStatus.RUNNING and len(killed.epochs) < 6
+    assert not killed.still_running(run_dir)
 
     resumed = run_cli(*args, f"hydra.run.dir={run_dir}", "trainer.resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

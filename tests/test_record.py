@@ -4,7 +4,11 @@ refused with one line naming it. No training."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,12 @@ METRICS_KEYS = [
     "wall_seconds", "train_seconds", "error", "epochs",
 ]  # fmt: skip
 EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid  # exited and reaped: no such process now
 
 
 def _with_validation(metrics: RunRecord) -> RunRecord:
@@ -118,6 +128,26 @@ def test_the_error_survives_a_trip_between_processes(tmp_path):
     error = RunRecordError(tmp_path / record.METRICS, "is missing")
     again = pickle.loads(pickle.dumps(error))
     assert (str(again), again.path, again.problem) == (str(error), error.path, "is missing")
+
+
+def test_still_running_asks_the_process_or_the_clock(tmp_path):
+    assert make_record([98.0], status=RunStatus.RUNNING).still_running(tmp_path)  # this process
+    assert not make_record([98.0], status=RunStatus.RUNNING, pid=_dead_pid()).still_running(
+        tmp_path
+    )
+    assert not make_record([98.0], status=RunStatus.COMPLETED).still_running(tmp_path)
+    remote = make_record([98.0], status=RunStatus.RUNNING, host="gpu-node-7")
+    remote.save(tmp_path)
+    assert remote.still_running(tmp_path)  # written just now
+    old = time.time() - 3600
+    os.utime(tmp_path / record.METRICS, (old, old))
+    assert not remote.still_running(tmp_path)
+
+
+def test_sweep_trial_is_read_from_hydras_job_settings():
+    assert record.sweep_trial({"hydra": {"job": {record.SWEEP_TRIAL: 3}}}) == 3
+    assert record.sweep_trial({"hydra": {"job": {"name": "train"}}}) is None
+    assert record.sweep_trial({}) is None
 
 
 def _checkpoint() -> Checkpoint:

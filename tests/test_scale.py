@@ -18,6 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from mnist_sweep.compare import table as compare
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.storage import open_storage
 from mnist_sweep.search.sweeper import FINISHED
@@ -221,8 +222,10 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
     assert retry.state in FINISHED and retry.params == killed.params
     assert retry.user_attrs["worker"].endswith(f":{survivor.pid}")
     assert len([t for t in trials if t.state in FINISHED]) == 3
-    metrics = RunRecord.load(tmp_path / dead.user_attrs["run_dir"])
-    assert metrics.status is RunStatus.RUNNING  # only its killed process writes it
+    run_dir = tmp_path / dead.user_attrs["run_dir"]
+    assert RunRecord.load(run_dir).status is RunStatus.RUNNING  # only its killed process writes it
+    (row,) = compare.sort_and_filter([compare.load_run(run_dir)])
+    assert (row.verdict, row.reason) == (compare.FAILED, dead.user_attrs["fail_reason"])
 
 
 def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):

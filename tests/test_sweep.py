@@ -16,6 +16,7 @@ from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots
 from mnist_sweep.bench.sweep import sweep_command
+from mnist_sweep.compare import table as compare
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search import report
@@ -315,9 +316,13 @@ def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     assert failed.state == TrialState.FAIL
     assert "interrupted" in failed.user_attrs["fail_reason"]
     # Only its own process writes a run's metrics.json: killed, it says "running" for good,
-    # and the reason is the study's.
-    metrics = RunRecord.load(tmp_path / failed.user_attrs["run_dir"])
+    # and the reason is the study's, which compare shows beside it.
+    run_dir = tmp_path / failed.user_attrs["run_dir"]
+    metrics = RunRecord.load(run_dir)
     assert metrics.status is RunStatus.RUNNING and 1 <= len(metrics.epochs) < 4
+    (row,) = compare.sort_and_filter([compare.load_run(run_dir)])
+    assert row.verdict == compare.FAILED
+    assert row.reason == failed.user_attrs["fail_reason"]
 
 
 def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):

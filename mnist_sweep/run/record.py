@@ -9,7 +9,8 @@
   before the job starts
 
 Only the process that trains a run writes its metrics.json; every other module
-reads it through `RunRecord.load`.
+reads it through `RunRecord.load`. A run that died leaves "running" behind:
+`RunRecord.still_running` tells a live one from a dead one.
 
 Files are written to a temporary name and renamed, so a crash mid-write never
 leaves a half-written file behind.
@@ -20,7 +21,9 @@ from __future__ import annotations
 import enum
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,8 @@ HYDRA_DIR = Path(".hydra")
 HYDRA_CONFIG = HYDRA_DIR / "config.yaml"  # the composed config the run trained with
 HYDRA_OVERRIDES = HYDRA_DIR / "overrides.yaml"  # the command line's task overrides
 HYDRA_RUNTIME = HYDRA_DIR / "hydra.yaml"  # Hydra's own settings: choices, launcher, job
+# The job setting (hydra.job.<this>) naming the sweep trial a run was launched for.
+SWEEP_TRIAL = "optuna_trial"
 
 
 class RunStatus(str, enum.Enum):
@@ -283,6 +288,38 @@ class RunRecord:
 
     def save(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / METRICS, self.to_dict())
+
+    def still_running(self, run_dir: str | Path) -> bool:
+        """Whether the process that trains this run is at work: False once the record says
+        how the run ended, and for a "running" run whose process is gone (killed)."""
+        if self.status is not RunStatus.RUNNING:
+            return False
+        if self.host == socket.gethostname() and self.pid is not None:
+            return process_alive(self.pid)
+        # Another machine: alive if it wrote within about three epochs' time.
+        epoch = max((e.seconds + e.eval_seconds for e in self.epochs), default=0)
+        written = (Path(run_dir) / METRICS).stat().st_mtime
+        return time.time() - written < max(3 * epoch, 600)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def sweep_trial(hydra_runtime: Mapping[str, Any]) -> int | None:
+    """The sweep trial a run was launched for, from its loaded .hydra/hydra.yaml (None for a
+    run outside a sweep)."""
+    hydra = hydra_runtime.get("hydra")
+    job = hydra.get("job") if isinstance(hydra, Mapping) else None
+    number = job.get(SWEEP_TRIAL) if isinstance(job, Mapping) else None
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 # --- checkpoint.pt -----------------------------------------------------------------------------

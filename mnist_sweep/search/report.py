@@ -184,6 +184,21 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
     record.atomic_write(path, write)
 
 
+def fail_reasons(sweep_dir: Path) -> dict[int, str]:
+    """Why each failed trial of a sweep failed, by trial number, from the sweep folder's
+    trials.csv ({} before the sweep's report is written)."""
+    try:
+        with (sweep_dir / TRIALS_CSV).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return {
+        int(row["trial"]): row.get("fail_reason") or "failed"
+        for row in rows
+        if row.get("state") == TrialState.FAIL.name and str(row.get("trial")).isdigit()
+    }
+
+
 def plot_front(path: Path, rows: list[TrialRow], target: float, title: str) -> None:
     """Every completed trial by size and accuracy; feasible ones highlighted, front joined."""
     winner = pick_winner(rows)

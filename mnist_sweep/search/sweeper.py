@@ -61,7 +61,6 @@ from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_h
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_sweep.run import record
-from mnist_sweep.run.processes import process_alive
 from mnist_sweep.search import report
 from mnist_sweep.search.pruning import (
     accuracy_of,
@@ -279,7 +278,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # This host's dead workers need not wait for the heartbeat's grace period.
             owner_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-            dead = owner_host == host and pid.isdigit() and not process_alive(int(pid))
+            dead = owner_host == host and pid.isdigit() and not record.process_alive(int(pid))
             if dead and self._fail(study, trial, "interrupted: the sweep process died"):
                 log.warning("trial %d was interrupted (its sweep process died)", trial.number)
                 self._retry(study, trial)
@@ -384,7 +383,11 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             trial.set_user_attr("retry_of", lost)
         # The job's one link to its trial: an override in Hydra's own job settings,
         # read by __main__ (and kept in the run's .hydra/hydra.yaml).
-        job = (*job, f"hydra.sweep.subdir={subdir}", f"++hydra.job.optuna_trial={trial.number}")
+        job = (
+            *job,
+            f"hydra.sweep.subdir={subdir}",
+            f"++hydra.job.{record.SWEEP_TRIAL}={trial.number}",
+        )
         self._in_flight[trial.number] = trial
         self.job_idx += 1
         return trial, job, self.job_idx - 1
