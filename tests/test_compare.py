@@ -310,14 +310,14 @@ def test_globs_and_several_sweeps_together(tmp_path, capsys):
 
 def test_plots_that_compare_did_not_write_are_kept(tmp_path, sweep, capsys):
     run = make_run(tmp_path, "12-00-00_small", ["model=small"], accs=[99.0])
-    (run / "curves.png").write_bytes(b"the run's own plot")
+    (run / record.CURVES).write_bytes(b"the run's own plot")
     (sweep / "pareto.png").write_bytes(b"the sweep report's plot")
     for folder in (run, sweep, sweep):  # twice: the second time finds compare/ again
         assert compare.main([str(folder)]) == 0
         assert (folder / "compare" / "comparison.csv").is_file()
         assert (folder / "compare" / "curves.png").read_bytes()[:8] == PNG
         assert not (folder / "comparison.csv").exists()
-    assert (run / "curves.png").read_bytes() == b"the run's own plot"
+    assert (run / record.CURVES).read_bytes() == b"the run's own plot"
     assert (sweep / "pareto.png").read_bytes() == b"the sweep report's plot"
     assert [r["run"] for r in read_csv(run / "compare" / "comparison.csv")] == ["12-00-00_small"]
 

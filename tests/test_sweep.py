@@ -128,7 +128,7 @@ def test_utilisation_bench_runs_the_same_trials_both_ways(tmp_path):
 def test_confirm_runs_through_the_sweeps_launcher(tmp_path):
     saved = {"hydra": {"overrides": {"hydra": [
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "hydra.sweeper.n_jobs=3",
-        "hydra.sweep.subdir=trial_004", "++hydra.job.optuna_trial=4",
+        "hydra.sweep.subdir=trial_004", f"++hydra.job.{record.SWEEP_TRIAL}=4",
     ]}}}  # fmt: skip
     (tmp_path / record.HYDRA_DIR).mkdir()
     OmegaConf.save(OmegaConf.create(saved), tmp_path / record.HYDRA_RUNTIME)

@@ -192,7 +192,7 @@ def override_value(row: RunRow, key: str) -> str:
 def classify(row: RunRow, target: float | None) -> str:
     """The run's verdict: how its record stands, a completed run judged against the target."""
     if row.record_status is None:
-        return INCOMPLETE  # stopped (or still loading data) before its first record
+        return INCOMPLETE  # no record: killed at once, or stopped by its config
     if row.record_status is RunStatus.RUNNING:
         if row.alive:
             return RUNNING

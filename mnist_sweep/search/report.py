@@ -193,7 +193,7 @@ def fail_reasons(sweep_dir: Path) -> dict[int, str]:
     except (OSError, UnicodeDecodeError, csv.Error):
         return {}
     return {
-        int(row["trial"]): row.get("fail_reason") or "failed"
+        int(row["trial"]): row.get("fail_reason") or "failed in its sweep (no reason recorded)"
         for row in rows
         if row.get("state") == TrialState.FAIL.name and str(row.get("trial")).isdigit()
     }
