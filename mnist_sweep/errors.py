@@ -1,5 +1,9 @@
 """Errors caused by the user's input or data, reported as one line without a traceback."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class UserError(Exception):
     """Something the user can fix; its message says what and how."""
@@ -19,3 +23,19 @@ class TrainingDiverged(UserError):
 
 class ConfigError(UserError):
     """A config value of the wrong type or out of its range (mnist_sweep/schema/)."""
+
+
+class RunRecordError(UserError):
+    """A run folder's file is missing, unreadable, or not what training writes.
+
+    `problem` reads after the file's name ("is missing"), so that a caller
+    that names the run folder itself can say `<file name> <problem>`.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"{path} {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # A job's exception crosses processes (joblib, submitit) pickled.
+        return type(self), (self.path, self.problem)

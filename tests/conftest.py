@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,6 +15,7 @@ import pytest
 from omegaconf import DictConfig, open_dict
 
 from mnist_sweep.config import CONF_DIR, compose_config  # noqa: F401 - shared with the tests
+from mnist_sweep.run.record import EpochRow, RunRecord, RunStatus
 
 REPO = Path(__file__).resolve().parents[1]
 # Real MNIST, never committed: ../shared/data beside the checkout, or $MNIST_DATA.
@@ -57,9 +59,47 @@ def quick_cfg(data_root: Path) -> Callable[..., DictConfig]:
 T = TypeVar("T")
 
 
-def without_timings(metrics: dict) -> list[dict]:
+def without_timings(metrics: dict | RunRecord) -> list[dict]:
     """Per-epoch figures without the timings, which differ between any two runs."""
+    if isinstance(metrics, RunRecord):
+        metrics = metrics.to_dict()
     return [{k: v for k, v in e.items() if "seconds" not in k} for e in metrics["epochs"]]
+
+
+def make_record(
+    accs: Sequence[float] = (),
+    *,
+    status: RunStatus = RunStatus.COMPLETED,
+    params: int = 1000,
+    target: float = 99.4,
+    model: str = "small",
+    wall: float = 10.0,
+    error: str | None = None,
+    host: str | None = None,
+    pid: int | None = None,
+) -> RunRecord:
+    """A run's record as training leaves it, one epoch per test accuracy in `accs`; by
+    default written by this very process, on this machine."""
+    record = RunRecord(
+        model=model, params=params, target_acc=target, epochs_planned=3, seed=0,
+        device="cpu", torch="2.14.1", status=status, error=error,
+        host=host or socket.gethostname(), pid=os.getpid() if pid is None else pid,
+    )  # fmt: skip
+    for epoch, acc in enumerate(accs, start=1):
+        record.add_epoch(
+            EpochRow(
+                epoch=epoch,
+                train_loss=0.1,
+                train_acc=acc,
+                test_loss=0.1,
+                test_acc=acc,
+                lr=0.1,
+                seconds=wall / 2 / len(accs),
+                eval_seconds=0.1,
+            )  # fmt: skip
+        )
+    record.wall_seconds = wall
+    return record
 
 
 def wait_until(

@@ -6,7 +6,6 @@ docs/BENCHMARKS.md, never in a test.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import re
 import subprocess
@@ -24,8 +23,10 @@ from mnist_sweep.bench.speed import (
     run_time_to_target,
 )
 from mnist_sweep.errors import UserError
+from mnist_sweep.run import record
+from mnist_sweep.run.build import cpu_threads, prepare_model
 from mnist_sweep.run.model import Dropout, build_model
-from mnist_sweep.run.train import cpu_threads, prepare_model
+from mnist_sweep.run.record import RunRecord
 from tests.conftest import REPO, compose_config, run_cli
 
 RATE = r"([\d,]+) images/s"
@@ -65,7 +66,7 @@ def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
     seconds = r"^training [\d.]+ s, evaluation [\d.]+ s \(not counted in training\), "
     assert re.search(seconds + r"(no compilation|compilation [\d.]+ s)", out, re.M), out
     assert re.fullmatch(r"time_to_target: \d+\.\d+ s", _last_line(result)), out
-    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert (tmp_path / "run" / record.METRICS).is_file()
 
 
 def test_concurrent_trainings_report_their_total_rate(data_root):
@@ -82,7 +83,7 @@ def test_concurrent_trainings_report_their_total_rate(data_root):
 def test_a_failing_concurrent_training_reports_why(tmp_path):
     cfg = compose_config(["model=tiny", f"data.root={tmp_path}"])
     parent, child = multiprocessing.Pipe()
-    _training_worker(OmegaConf.to_yaml(cfg), "cpu", 1, 128, child)
+    _training_worker(OmegaConf.to_yaml(cfg), 1, 128, child)
     answer = parent.recv()
     assert isinstance(answer, str) and answer.startswith("DataError: MNIST not found"), answer
 
@@ -190,10 +191,10 @@ def test_cpu_threads_sets_restores_and_validates():
 def test_time_to_target_counts_only_training_seconds(quick_cfg, tmp_path: Path):
     cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 2})
     report = run_time_to_target(cfg, tmp_path)
-    epochs = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
+    epochs = RunRecord.load(tmp_path).epochs
     assert report["epochs"] == 2
-    assert report["train_seconds"] == pytest.approx(sum(e["seconds"] for e in epochs), abs=0.01)
-    assert report["eval_seconds"] == pytest.approx(sum(e["eval_seconds"] for e in epochs))
+    assert report["train_seconds"] == pytest.approx(sum(e.seconds for e in epochs), abs=0.01)
+    assert report["eval_seconds"] == pytest.approx(sum(e.eval_seconds for e in epochs))
 
 
 def test_concurrent_is_refused_outside_the_speed_mode(capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -11,24 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from mnist_sweep.run import record
+from mnist_sweep.run.record import RunRecord, RunStatus
 from tests.conftest import DATA_ROOT, run_cli, start_cli, wait_until, without_timings
 
 TINY = ["model=tiny", "data.train_subset=1000", "trainer.epochs=2", "trainer.device=cpu"]
-METRIC_KEYS = {
-    "params",
-    "test_acc",
-    "best_test_acc",
-    "best_epoch",
-    "target_acc",
-    "reached_target",
-    "status",
-    "wall_seconds",
-    "device",
-    "epochs",
-}
-EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
 
 
 def _one_line_error(result, *fragments: str) -> str:
@@ -43,21 +30,16 @@ def test_run_leaves_a_self_describing_folder(tmp_path, data_root):
     result = run_cli(*TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*_tiny")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics.keys() >= METRIC_KEYS
-    assert metrics["status"] == "completed"
-    assert isinstance(metrics["params"], int)
-    assert len(metrics["epochs"]) == 2
-    assert all(e.keys() >= EPOCH_KEYS for e in metrics["epochs"])
-    assert metrics["target_acc"] == 99.4
-    summary = (run_dir / "model_summary.txt").read_text()
-    assert (
-        "Output Shape" in summary and "Param #" in summary and f"{metrics['params']:,}" in summary
-    )
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert set(ckpt) >= {"state_dict", "config"}
-    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    metrics = RunRecord.load(run_dir)  # every key there, each of its kind
+    assert metrics.status is RunStatus.COMPLETED
+    assert [e.epoch for e in metrics.epochs] == [1, 2]
+    assert metrics.target_acc == 99.4 and metrics.error is None
+    summary = (run_dir / record.SUMMARY).read_text()
+    assert "Output Shape" in summary and "Param #" in summary and f"{metrics.params:,}" in summary
+    ckpt = record.load_checkpoint(run_dir)  # with weights_only=True
+    assert ckpt.epoch == 2 and ckpt.config["model"]["name"] == "tiny"
+    assert (run_dir / record.CURVES).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / record.HYDRA_CONFIG).is_file()
     assert "epoch 2/2" in (run_dir / "train.log").read_text()
 
 
@@ -149,9 +131,9 @@ def test_corrupt_data_file_is_named(tmp_path):
 def test_nan_run_stops_and_leaves_failed_metrics(tmp_path):
     result = run_cli(*TINY, "dropout=none", "optimizer.lr=1e30", cwd=tmp_path)
     _one_line_error(result, "diverged", "optimizer.lr")
-    (metrics_file,) = (tmp_path / "outputs" / "runs").glob("*/*_tiny/metrics.json")
-    metrics = json.loads(metrics_file.read_text())
-    assert metrics["status"] == "failed"
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*_tiny")
+    metrics = RunRecord.load(run_dir)
+    assert metrics.status is RunStatus.FAILED and "diverged" in metrics.error
 
 
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
@@ -162,19 +144,20 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     run = start_cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
 
     def two_epochs_checkpointed() -> bool:
-        return torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] >= 2
+        return record.load_checkpoint(run_dir).epoch >= 2
 
     try:
         wait_until(two_epochs_checkpointed, "two epochs", alive=lambda: run.poll() is None)
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
-    killed = json.loads((run_dir / "metrics.json").read_text())
-    assert killed["status"] == "running" and len(killed["epochs"]) < 6
+    killed = RunRecord.load(run_dir)
+    assert killed.status is RunStatus.RUNNING and len(killed.epochs) < 6
+    assert not killed.still_running(run_dir)
 
     resumed = run_cli(*args, f"hydra.run.dir={run_dir}", "trainer.resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    final = json.loads((run_dir / "metrics.json").read_text())
-    expected = json.loads((tmp_path / "outputs" / "reference" / "metrics.json").read_text())
-    assert final["status"] == "completed" and final["resumed_after_epoch"] >= 2
+    final = RunRecord.load(run_dir)
+    expected = RunRecord.load(tmp_path / "outputs" / "reference")
+    assert final.status is RunStatus.COMPLETED and final.resumed_after_epoch >= 2
     assert without_timings(final) == without_timings(expected)

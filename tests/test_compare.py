@@ -4,22 +4,25 @@ real two-job multirun."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots
 from mnist_sweep.compare import table as compare
-from tests.conftest import run_cli
+from mnist_sweep.run import record
+from mnist_sweep.run.record import RunRecord, RunStatus
+from mnist_sweep.search import report
+from tests.conftest import make_record, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -38,53 +41,37 @@ def make_run(
     name: str,
     overrides: list[str],
     *,
-    params: int | None = 1000,
+    params: int = 1000,
     accs: list[float] | None = None,
-    status: str | None = "completed",
+    status: RunStatus | None = RunStatus.COMPLETED,
     wall: float = 10.0,
     target: float = 99.4,
     model: str = "small",
+    error: str | None = None,
     host: str | None = None,
     pid: int | None = None,
+    trial: int | None = None,
 ) -> Path:
-    """A run folder as Hydra and train.py leave it; status=None leaves out metrics.json."""
+    """A run folder as Hydra and train.py leave it (`trial`: the sweep trial it ran for);
+    status=None leaves out metrics.json."""
     run = root / name
-    (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run / record.HYDRA_DIR).mkdir(parents=True)
+    (run / record.HYDRA_OVERRIDES).write_text(yaml.safe_dump(overrides))
     config = {"model": {"name": model}, "trainer": {"epochs": 3, "seed": 0}, "target_acc": target}
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    hydra = {"hydra": {"runtime": {"choices": {"model": model, "optimizer": "sgd"}}}}
-    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
-    if status is None:
-        return run
-    accs = [] if accs is None else accs
-    epochs = [
-        {"epoch": i + 1, "train_loss": 0.1, "train_acc": a, "test_loss": 0.1, "test_acc": a}
-        for i, a in enumerate(accs)
-    ]
-    best = max(epochs, key=lambda e: e["test_acc"]) if epochs else None
-    metrics = {
-        "model": model,
-        "params": params,
-        "status": status,
-        "test_acc": accs[-1] if accs else None,
-        "best_test_acc": best and best["test_acc"],
-        "best_epoch": best and best["epoch"],
-        "val_acc": None,
-        "target_acc": target,
-        "reached_target": bool(accs) and accs[-1] >= target,
-        "epochs_planned": 3,
-        "seed": 0,
-        "device": "cpu",
-        "wall_seconds": wall,
-        "train_seconds": wall / 2,
-        "error": None,
-        "epochs": epochs,
-        "host": host or socket.gethostname(),
-        "pid": os.getpid() if pid is None else pid,
-    }
-    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / record.HYDRA_CONFIG).write_text(yaml.safe_dump(config))
+    hydra: dict = {"runtime": {"choices": {"model": model, "optimizer": "sgd"}}}
+    if trial is not None:
+        hydra["job"] = {"name": "train", record.SWEEP_TRIAL: trial}
+    (run / record.HYDRA_RUNTIME).write_text(yaml.safe_dump({"hydra": hydra}))
+    if status is not None:
+        make_record(
+            accs or [], status=status, params=params, target=target, model=model, wall=wall,
+            error=error, host=host, pid=pid,
+        ).save(run)  # fmt: skip
     return run
+
+
+DIVERGED = "training diverged in epoch 1 (train loss is nan); lower optimizer.lr"
 
 
 @pytest.fixture
@@ -99,16 +86,17 @@ def sweep(tmp_path: Path) -> Path:
     make_run(root, "2", ["model=medium", "optimizer.lr=0.05", *common], params=14678,
              accs=[99.0, 99.6, 99.55], wall=50.0, model="medium")  # fmt: skip
     make_run(root, "3", ["model=small", "optimizer.lr=0.5", *common], params=4882,
-             accs=[90.0], status="pruned", wall=5.0)  # fmt: skip
+             accs=[90.0], status=RunStatus.PRUNED, wall=5.0)  # fmt: skip
     make_run(root, "4", ["model=small", "optimizer.lr=9.0", *common], params=4882,
-             accs=[], status="failed", wall=1.0)  # fmt: skip
+             accs=[], status=RunStatus.FAILED, wall=1.0, error=DIVERGED)  # fmt: skip
     # Killed mid-run: its process is gone.
     make_run(root, "5", ["model=medium", "optimizer.lr=0.1", *common], params=14678,
-             accs=[99.1], status="running", wall=15.0, model="medium", pid=DEAD_PID)  # fmt: skip
+             accs=[99.1], status=RunStatus.RUNNING, wall=15.0, model="medium",
+             pid=DEAD_PID)  # fmt: skip
     make_run(root, "6", ["model=small", "optimizer.lr=0.2", *common], status=None)
-    (make_run(root, "7", ["model=small", *common]) / "metrics.json").write_text('{"params": 1')
+    (make_run(root, "7", ["model=small", *common]) / record.METRICS).write_text('{"params": 1')
     broken = make_run(root, "8", ["model=small", *common])
-    (broken / ".hydra" / "overrides.yaml").unlink()
+    (broken / record.HYDRA_OVERRIDES).unlink()
     (root / "multirun.yaml").write_text("hydra: {}\n")  # a sweep's own files are no run
     (root / "winner.json").write_text("{}\n")
     return root
@@ -154,20 +142,22 @@ def test_every_state_gets_its_status_and_broken_folders_one_warning_each(sweep, 
     for status in ("target met", "below target", "pruned", "failed", "incomplete"):
         assert status in out
     assert "best-epoch" in out
+    assert f"4 failed: {DIVERGED}" in " ".join(out.split())  # why, under the table
 
 
 def test_running_runs_are_told_from_killed_ones(tmp_path, capsys):
     root = tmp_path / "runs"
-    make_run(root, "alive", ["model=small"], accs=[97.0], status="running")  # this very process
-    make_run(root, "killed", ["model=tiny"], accs=[95.0], status="running", pid=DEAD_PID)
+    running = RunStatus.RUNNING
+    make_run(root, "alive", ["model=small"], accs=[97.0], status=running)  # this very process
+    make_run(root, "killed", ["model=tiny"], accs=[95.0], status=running, pid=DEAD_PID)
     fresh = make_run(
-        root, "remote-fresh", ["model=medium"], accs=[96.0], status="running", host="gpu-node-7"
+        root, "remote-fresh", ["model=medium"], accs=[96.0], status=running, host="gpu-node-7"
     )
     stale = make_run(
-        root, "remote-stale", ["model=era_s6"], accs=[96.0], status="running", host="gpu-node-7"
+        root, "remote-stale", ["model=era_s6"], accs=[96.0], status=running, host="gpu-node-7"
     )
     old = time.time() - 3600
-    os.utime(stale / "metrics.json", (old, old))
+    os.utime(stale / record.METRICS, (old, old))
     assert fresh.exists()
     code, out, _ = compare_cli(capsys, root)
     assert code == 0
@@ -178,6 +168,31 @@ def test_running_runs_are_told_from_killed_ones(tmp_path, capsys):
         "remote-fresh": "running",
         "remote-stale": "incomplete",
     }
+
+
+def test_a_killed_sweep_trial_is_failed_with_the_reason_its_sweep_recorded(tmp_path, capsys):
+    sweep = tmp_path / "sweeps" / "smallest-1a2b3c4d"
+    make_run(sweep, "trial_000", ["model.w1=3"], accs=[97.0], trial=0)
+    killed = make_run(
+        sweep, "trial_001", ["model.w1=4"], accs=[95.0], status=RunStatus.RUNNING,
+        pid=DEAD_PID, trial=1,
+    )  # fmt: skip
+    # Killed too, but the sweep's report has no word on it (not written since).
+    make_run(sweep, "trial_002", ["model.w1=5"], accs=[96.0], status=RunStatus.RUNNING,
+             pid=DEAD_PID, trial=2)  # fmt: skip
+    reason = "interrupted: the sweep process died"
+    study = optuna.create_study(direction="minimize")
+    study.add_trial(create_trial(value=1000, user_attrs={"test_acc": 97.0}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": reason}))
+    report.write_trials_csv(study, sweep / report.TRIALS_CSV)
+    code, out, _ = compare_cli(capsys, sweep)
+    assert code == 0
+    rows = {r["run"]: r["status"] for r in read_csv(sweep / "comparison.csv")}
+    assert rows == {"trial_000": "below target", "trial_001": "failed", "trial_002": "incomplete"}
+    assert f"trial_001 failed: {reason}" in out
+    assert "trial_002 failed" not in out
+    # compare only reads: the run's own record still says what its process last wrote.
+    assert RunRecord.load(killed).status is RunStatus.RUNNING
 
 
 def test_only_differing_overrides_become_columns(sweep, capsys):
@@ -295,14 +310,14 @@ def test_globs_and_several_sweeps_together(tmp_path, capsys):
 
 def test_plots_that_compare_did_not_write_are_kept(tmp_path, sweep, capsys):
     run = make_run(tmp_path, "12-00-00_small", ["model=small"], accs=[99.0])
-    (run / "curves.png").write_bytes(b"the run's own plot")
+    (run / record.CURVES).write_bytes(b"the run's own plot")
     (sweep / "pareto.png").write_bytes(b"the sweep report's plot")
     for folder in (run, sweep, sweep):  # twice: the second time finds compare/ again
         assert compare.main([str(folder)]) == 0
         assert (folder / "compare" / "comparison.csv").is_file()
         assert (folder / "compare" / "curves.png").read_bytes()[:8] == PNG
         assert not (folder / "comparison.csv").exists()
-    assert (run / "curves.png").read_bytes() == b"the run's own plot"
+    assert (run / record.CURVES).read_bytes() == b"the run's own plot"
     assert (sweep / "pareto.png").read_bytes() == b"the sweep report's plot"
     assert [r["run"] for r in read_csv(run / "compare" / "comparison.csv")] == ["12-00-00_small"]
 
@@ -325,7 +340,7 @@ def test_empty_selection_says_so_and_exits_1(tmp_path, sweep, capsys, argv, mess
 
 
 def test_only_broken_folders_is_an_empty_selection(tmp_path, capsys):
-    (make_run(tmp_path, "0", ["model=small"]) / "metrics.json").write_text("not json")
+    (make_run(tmp_path, "0", ["model=small"]) / record.METRICS).write_text("not json")
     code, _, err = compare_cli(capsys, tmp_path)
     assert code == 1
     assert err.splitlines() == [
@@ -380,7 +395,8 @@ def big_sweep(tmp_path: Path) -> Path:
         final = rng.uniform(98.0, 99.6)
         pruned = n % 3 == 2
         accs = [final - 1.5, final - 0.3] if pruned else [final - 3, final - 1, final]
-        status, params = "pruned" if pruned else "completed", rng.randint(1500, 15000)
+        status = RunStatus.PRUNED if pruned else RunStatus.COMPLETED
+        params = rng.randint(1500, 15000)
         make_run(root, f"trial_{n:03d}", overrides, params=params, accs=accs, status=status)
     return root
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from mnist_sweep.search.prune_replay import _finished_runs, main, replay
+from tests.conftest import make_record
 
 
 def write_run(folder: Path, curve: list[float], params: int = 3000) -> Path:
-    folder.mkdir(parents=True)
-    epochs = [{"epoch": i, "test_acc": acc} for i, acc in enumerate(curve, start=1)]
-    metrics = {"status": "completed", "params": params, "epochs": epochs, "test_acc": curve[-1]}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
+    make_record(curve, params=params).save(folder)
     return folder
 
 
@@ -42,7 +39,7 @@ def test_target_pruner_throws_away_the_late_starter(tmp_path):
 
 def test_reachable_pruner_keeps_it_and_still_prunes_the_hopeless(tmp_path):
     runs = _finished_runs(sweep_of_curves(tmp_path))
-    assert [r["epochs"][1]["test_acc"] for r in runs][4] == 93.0  # the late starter is 5th
+    assert [r.epochs[1].test_acc for r in runs][4] == 93.0  # the late starter is 5th
     result = replay("reachable", runs, target=99.4)
     assert result["met_target"] == 2 and result["missed"] == 0
     assert result["pruned"] == 1  # the hopeless one, after the 5-epoch warm-up

@@ -18,6 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from mnist_sweep.compare import table as compare
+from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.storage import open_storage
 from mnist_sweep.search.sweeper import FINISHED
 from tests.conftest import compose_config, run_cli, start_cli, wait_until
@@ -119,8 +121,8 @@ def _check_shared_study(cwd: Path, storage: str, n_trials: int) -> list[optuna.t
     run_dirs = [t.user_attrs["run_dir"] for t in finished]
     assert len(set(run_dirs)) == n_trials
     for run_dir in run_dirs:
-        status = json.loads((cwd / run_dir / "metrics.json").read_text())["status"]
-        assert status in ("completed", "pruned")
+        status = RunRecord.load(cwd / run_dir).status
+        assert status in (RunStatus.COMPLETED, RunStatus.PRUNED)
     return trials
 
 
@@ -220,8 +222,10 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
     assert retry.state in FINISHED and retry.params == killed.params
     assert retry.user_attrs["worker"].endswith(f":{survivor.pid}")
     assert len([t for t in trials if t.state in FINISHED]) == 3
-    metrics = json.loads((tmp_path / dead.user_attrs["run_dir"] / "metrics.json").read_text())
-    assert metrics["status"] == "failed"
+    run_dir = tmp_path / dead.user_attrs["run_dir"]
+    assert RunRecord.load(run_dir).status is RunStatus.RUNNING  # only its killed process writes it
+    (row,) = compare.sort_and_filter([compare.load_run(run_dir)])
+    assert (row.verdict, row.reason) == (compare.FAILED, dead.user_attrs["fail_reason"])
 
 
 def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):

@@ -16,6 +16,9 @@ from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots
 from mnist_sweep.bench.sweep import sweep_command
+from mnist_sweep.compare import table as compare
+from mnist_sweep.run import record
+from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search import report
 from mnist_sweep.search.confirm import launcher_overrides
 from mnist_sweep.search.pruning import TargetPruner, is_feasible
@@ -92,11 +95,9 @@ def test_sweep_report_matches_the_study(finished_sweep):
     assert winner["selection"] == "val"
     assert winner["val_acc"] == expected.user_attrs["val_acc"] >= 20
     assert winner["test_acc"] == expected.user_attrs["test_acc"]
-    run_metrics = json.loads(
-        (Path(finished_sweep) / winner["run_dir"] / "metrics.json").read_text()
-    )
-    assert run_metrics["params"] == winner["params"]
-    assert run_metrics["test_acc"] == winner["test_acc"]
+    run_metrics = RunRecord.load(Path(finished_sweep) / winner["run_dir"])
+    assert run_metrics.params == winner["params"]
+    assert run_metrics.test_acc == winner["test_acc"]
     assert "hparams_search=smallest" in winner["overrides"]
 
     rows = (sweep_dir / "pareto_front.csv").read_text().splitlines()
@@ -127,10 +128,10 @@ def test_utilisation_bench_runs_the_same_trials_both_ways(tmp_path):
 def test_confirm_runs_through_the_sweeps_launcher(tmp_path):
     saved = {"hydra": {"overrides": {"hydra": [
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "hydra.sweeper.n_jobs=3",
-        "hydra.sweep.subdir=trial_004", "++hydra.job.optuna_trial=4",
+        "hydra.sweep.subdir=trial_004", f"++hydra.job.{record.SWEEP_TRIAL}=4",
     ]}}}  # fmt: skip
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(OmegaConf.create(saved), tmp_path / ".hydra" / "hydra.yaml")
+    (tmp_path / record.HYDRA_DIR).mkdir()
+    OmegaConf.save(OmegaConf.create(saved), tmp_path / record.HYDRA_RUNTIME)
     assert launcher_overrides(tmp_path) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
 
 
@@ -170,13 +171,13 @@ def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
     confirm = json.loads((sweep_dir / "confirm.json").read_text())
     assert [s["seed"] for s in confirm["seeds"]] == [1, 2]  # the search ran on seed 0
     accs = [s["test_acc"] for s in confirm["seeds"]]
-    assert all(s["status"] == "completed" for s in confirm["seeds"])
+    assert all(s["status"] == RunStatus.COMPLETED for s in confirm["seeds"])
     assert confirm["min_test_acc"] == min(accs)
     assert confirm["mean_test_acc"] == pytest.approx(sum(accs) / 2)
     assert confirm["params"] == winner["params"]
     for seed in confirm["seeds"]:
-        metrics = json.loads((Path(seed["run_dir"]) / "metrics.json").read_text())
-        assert metrics["params"] == winner["params"] and metrics["seed"] == seed["seed"]
+        metrics = RunRecord.load(seed["run_dir"])
+        assert metrics.params == winner["params"] and metrics.seed == seed["seed"]
     assert "held on" in result.stdout
 
 
@@ -272,9 +273,9 @@ def test_pruned_trial_is_pruned_in_the_study_and_its_run_folder(tmp_path):
     trials = _study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
     for trial in trials:
-        metrics = json.loads((tmp_path / trial.user_attrs["run_dir"] / "metrics.json").read_text())
-        assert metrics["status"] == "pruned"
-        assert len(metrics["epochs"]) == 1 == len(trial.intermediate_values)
+        metrics = RunRecord.load(tmp_path / trial.user_attrs["run_dir"])
+        assert metrics.status is RunStatus.PRUNED
+        assert len(metrics.epochs) == 1 == len(trial.intermediate_values)
     winner = json.loads((_sweep_dir(tmp_path) / "winner.json").read_text())
     assert winner["params"] is None
 
@@ -314,8 +315,14 @@ def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     failed = trials[interrupted.number]
     assert failed.state == TrialState.FAIL
     assert "interrupted" in failed.user_attrs["fail_reason"]
-    metrics = json.loads((tmp_path / failed.user_attrs["run_dir"] / "metrics.json").read_text())
-    assert metrics["status"] == "failed" and 1 <= len(metrics["epochs"]) < 4
+    # Only its own process writes a run's metrics.json: killed, it says "running" for good,
+    # and the reason is the study's, which compare shows beside it.
+    run_dir = tmp_path / failed.user_attrs["run_dir"]
+    metrics = RunRecord.load(run_dir)
+    assert metrics.status is RunStatus.RUNNING and 1 <= len(metrics.epochs) < 4
+    (row,) = compare.sort_and_filter([compare.load_run(run_dir)])
+    assert row.verdict == compare.FAILED
+    assert row.reason == failed.user_attrs["fail_reason"]
 
 
 def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
@@ -332,8 +339,8 @@ def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
     run_dirs = {t.user_attrs["run_dir"] for t in trials}
     assert len(run_dirs) == 4
     for run_dir in run_dirs:
-        metrics = json.loads((tmp_path / run_dir / "metrics.json").read_text())
-        assert metrics["status"] in ("completed", "pruned")
+        metrics = RunRecord.load(tmp_path / run_dir)
+        assert metrics.status in (RunStatus.COMPLETED, RunStatus.PRUNED)
     assert sorted(p.name for p in _sweep_dir(tmp_path).glob("trial_*")) == [
         "trial_000", "trial_001", "trial_002", "trial_003",
     ]  # fmt: skip
@@ -369,10 +376,8 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
         assert (trial.state == TrialState.FAIL) == diverging
         if diverging:
             assert "diverged" in trial.user_attrs["fail_reason"]
-            metrics = json.loads(
-                (tmp_path / trial.user_attrs["run_dir"] / "metrics.json").read_text()
-            )
-            assert metrics["status"] == "failed"
+            metrics = RunRecord.load(tmp_path / trial.user_attrs["run_dir"])
+            assert metrics.status is RunStatus.FAILED and "diverged" in metrics.error
 
 
 def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
@@ -402,8 +407,8 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
     (stopped,) = [t for t in trials if t.state == TrialState.FAIL]
     assert stopped.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
     assert any(t.state == TrialState.COMPLETE for t in trials)
-    metrics = json.loads((tmp_path / stopped.user_attrs["run_dir"] / "metrics.json").read_text())
-    assert metrics["status"] == "failed"
+    metrics = RunRecord.load(tmp_path / stopped.user_attrs["run_dir"])
+    assert metrics.status is RunStatus.FAILED  # written by the trial's own process
 
 
 def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_path):
@@ -505,7 +510,7 @@ def test_every_stock_sampler_runs_with_the_preset(tmp_path, sampler):
     trials = _study(tmp_path).trials
     assert sum(t.state in FINISHED for t in trials) == 2
     for trial in trials:
-        hydra_yaml = OmegaConf.load(tmp_path / trial.user_attrs["run_dir"] / ".hydra/hydra.yaml")
+        hydra_yaml = OmegaConf.load(tmp_path / trial.user_attrs["run_dir"] / record.HYDRA_RUNTIME)
         assert hydra_yaml.hydra.sweeper.sampler._target_.endswith(target)
     if sampler == "grid":  # two different points of the grid
         assert {t.params["model.w1"] for t in trials} <= {2, 4}

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from mnist_sweep.errors import TrainingDiverged, UserError
+from mnist_sweep.errors import DataError, TrainingDiverged, UserError
 from mnist_sweep.run import record
+from mnist_sweep.run.build import (
+    CPU_EVAL_BATCH,
+    GPU_EVAL_BATCH,
+    build,
+    build_net,
+    eval_batch_size,
+)
 from mnist_sweep.run.data import prepare_data, random_affine
+from mnist_sweep.run.fit import evaluate, fit
 from mnist_sweep.run.model import build_model, count_params
-from mnist_sweep.run.train import CPU_EVAL_BATCH, GPU_EVAL_BATCH, eval_batch_size, evaluate, train
+from mnist_sweep.run.record import RunRecord, RunStatus
+from mnist_sweep.run.train import train
 from tests.conftest import compose_config, without_timings
 
 
 def test_short_training_really_learns(quick_cfg, tmp_path):
     cfg = quick_cfg("model=small")
     metrics = train(cfg, tmp_path)
-    assert metrics["status"] == "completed"
+    assert metrics["status"] == RunStatus.COMPLETED
     assert metrics["params"] == 4882
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
     # 4,000 images, 3 epochs: chance is 10%, the net must be far beyond it.
@@ -27,8 +34,9 @@ def test_short_training_really_learns(quick_cfg, tmp_path):
     assert metrics["test_acc"] == metrics["epochs"][-1]["test_acc"]
     assert metrics["best_test_acc"] == max(e["test_acc"] for e in metrics["epochs"])
     assert metrics["reached_target"] is False  # 99.4% is not reachable like this
-    on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    assert on_disk["test_acc"] == metrics["test_acc"]
+    on_disk = RunRecord.load(tmp_path)
+    assert on_disk.to_dict() == metrics
+    assert (tmp_path / record.SUMMARY).is_file() and (tmp_path / record.CURVES).is_file()
 
 
 def test_same_seed_same_result_on_cpu(quick_cfg, tmp_path):
@@ -44,11 +52,11 @@ def test_same_seed_same_result_on_cpu(quick_cfg, tmp_path):
 def test_checkpoint_loads_with_weights_only_and_reproduces_accuracy(quick_cfg, tmp_path):
     cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 1})
     metrics = train(cfg, tmp_path)
-    ckpt = record.load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only=True
-    assert ckpt["epoch"] == 1
-    assert ckpt["config"]["model"]["name"] == "tiny"
-    model = build_model(ckpt["config"]["model"], ckpt["config"]["dropout"]["p"])
-    model.load_state_dict(ckpt["state_dict"])
+    ckpt = record.load_checkpoint(tmp_path)  # weights_only=True
+    assert ckpt.epoch == 1
+    assert ckpt.config["model"]["name"] == "tiny"
+    model = build_model(ckpt.config["model"], ckpt.config["dropout"]["p"])
+    model.load_state_dict(ckpt.state_dict)
     assert count_params(model) == metrics["params"]
     data = prepare_data(cfg.data, torch.device("cpu"))
     model.eval()
@@ -74,9 +82,10 @@ def test_diverging_run_stops_and_is_recorded_as_failed(quick_cfg, tmp_path):
     )
     with pytest.raises(TrainingDiverged, match="diverged in epoch 1"):
         train(cfg, tmp_path)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["status"] == "failed"
-    assert "diverged" in metrics["error"]
+    metrics = RunRecord.load(tmp_path)
+    assert metrics.status is RunStatus.FAILED
+    assert "diverged" in metrics.error
+    assert metrics.epochs == []
 
 
 def test_batch_augmentation_keeps_shape_background_and_varies_per_image():
@@ -108,10 +117,11 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(
 
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "b", on_epoch_end=crash_after_epoch_2)
-    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["status"] == "failed"
+    interrupted = RunRecord.load(tmp_path / "b")
+    assert interrupted.status is RunStatus.FAILED and len(interrupted.epochs) == 2
     cfg.trainer.resume = True
     resumed = train(cfg, tmp_path / "b")
-    assert resumed["status"] == "completed"
+    assert resumed["status"] == RunStatus.COMPLETED
     assert resumed["resumed_after_epoch"] == 2
     assert without_timings(resumed) == without_timings(uninterrupted)
     assert resumed["test_acc"] == uninterrupted["test_acc"]
@@ -167,12 +177,12 @@ def test_averaged_weights_are_the_ones_evaluated_and_saved(quick_cfg, tmp_path):
     )
     metrics = train(cfg, tmp_path)
     assert metrics["test_acc"] > 90  # the recipe levers together still learn
-    ckpt = record.load_checkpoint(tmp_path / "checkpoint.pt")
-    c = ckpt["config"]
+    ckpt = record.load_checkpoint(tmp_path)
+    c = ckpt.config
     model = build_model(c["model"], c["dropout"]["p"], c["dropout"]["placement"])
-    model.load_state_dict(ckpt["state_dict"])
+    model.load_state_dict(ckpt.state_dict)
     live = build_model(c["model"], c["dropout"]["p"], c["dropout"]["placement"])
-    live.load_state_dict(ckpt["resume"]["model"])
+    live.load_state_dict(ckpt.resume.model)
     data = prepare_data(cfg.data, torch.device("cpu"))
 
     def accuracy(net: torch.nn.Module) -> float:
@@ -186,3 +196,62 @@ def test_averaged_weights_are_the_ones_evaluated_and_saved(quick_cfg, tmp_path):
         not torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), live.state_dict().values(), strict=True)
     )
+
+
+def test_build_gives_the_configured_run_and_writes_nothing(quick_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 2})
+    run = build(cfg)
+    assert run.params == count_params(run.model) == 1046
+    assert (run.data.n_train, run.epochs, run.steps_per_epoch) == (1000, 2, 16)  # 1000 / 64
+    assert run.device == torch.device("cpu") and run.eval_batch_size == CPU_EVAL_BATCH
+    trained = {id(p) for group in run.optimizer.param_groups for p in group["params"]}
+    assert trained == {id(p) for p in run.model.parameters()}
+    assert run.scheduler.optimizer is run.optimizer
+    assert run.average is None and run.shipped() is run.model
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_net_reads_no_data_so_a_data_error_is_on_record(quick_cfg, tmp_path):
+    cfg = quick_cfg("model=tiny", **{"data.root": str(tmp_path / "nowhere")})
+    assert build_net(cfg).params == 1046  # no MNIST needed for the net
+    with pytest.raises(DataError, match="MNIST not found"):
+        build(cfg)
+    with pytest.raises(DataError):
+        train(cfg, tmp_path / "run")
+    metrics = RunRecord.load(tmp_path / "run")
+    assert metrics.status is RunStatus.FAILED and "MNIST not found" in metrics.error
+    assert metrics.params == 1046 and metrics.epochs == []
+
+
+def test_fit_trains_the_epochs_asked_and_hands_each_callback_its_figures(quick_cfg, tmp_path):
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 500, "data.val_size": 100})
+    run = build(cfg)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    seen: list[tuple[str, int]] = []
+    rows = fit(
+        run,
+        range(1, 2),
+        [lambda row: seen.append(("first", row.epoch)), lambda row: seen.append(("then", row))],
+    )
+    (row,) = rows
+    assert seen == [("first", 1), ("then", row)]  # in order, with the epoch's own figures
+    assert row.epoch == 1 and row.seconds > 0 and row.eval_seconds > 0
+    assert row.lr == run.scheduler.get_last_lr()[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True))
+    test_x, test_y = run.data.test_x, run.data.test_y
+    assert (row.test_loss, row.test_acc) == evaluate(run.model, test_x, test_y, 128)
+    assert (row.val_loss, row.val_acc) == evaluate(run.model, run.data.val_x, run.data.val_y, 128)
+
+
+def test_a_callback_that_raises_stops_fit(quick_cfg):
+    run = build(quick_cfg("model=tiny", **{"data.train_subset": 500}))
+    epochs: list[int] = []
+
+    def stop_after_first(row) -> None:
+        epochs.append(row.epoch)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(run, range(1, 4), [stop_after_first])
+    assert epochs == [1]

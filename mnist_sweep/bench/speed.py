@@ -8,7 +8,7 @@ speed (default)
     images/s of (a) the reference READMEs' pipeline (torchvision `MNIST` with
     per-sample PIL transforms behind a `DataLoader`, the net built from torch's
     stock layers, a plain step that reads `loss.item()` every batch) and (b) the
-    project's own path (`prepare_data`, `prepare_model`, `train_epoch`), same
+    project's own path (`build`, then `train_epoch`), same
     model, optimizer and batch size. `--concurrent N` runs (b) as N trainings at
     once (a sweep's trials sharing the machine) and counts their total. The last
     line is `speedup: <b/a>`, the median of the per-round ratios.
@@ -57,20 +57,12 @@ from torchvision import datasets, transforms
 
 from mnist_sweep.config import compose_config
 from mnist_sweep.errors import UserError
-from mnist_sweep.run.data import DeviceData, prepare_data
+from mnist_sweep.run.build import Run, build, cpu_threads, resolve_device
+from mnist_sweep.run.data import DeviceData
+from mnist_sweep.run.fit import evaluate, sync, train_epoch
 from mnist_sweep.run.model import Dropout, build_model
 from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
-from mnist_sweep.run.train import (
-    autocast_context,
-    cpu_threads,
-    eval_batch_size,
-    evaluate,
-    prepare_model,
-    resolve_device,
-    sync,
-    train,
-    train_epoch,
-)
+from mnist_sweep.run.train import train
 
 SPEED_MODEL = "era_s6"  # the 17,430-param net whose reference epoch is timed
 # The reference READMEs' normalisation and rotation, as they wrote them.
@@ -130,7 +122,7 @@ def reference_model(cfg: DictConfig, device: torch.device) -> nn.Module:
 
     The project's Dropout draws its CPU mask more cheaply than nn.Dropout (same
     distribution); the reference must pay what the READMEs paid. Seeded like
-    `project_run`, so both start from the same weights.
+    `build`, so both start from the same weights.
     """
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg.model, cfg.dropout.p)
@@ -170,49 +162,9 @@ def reference_steps(
 # --- (b) the project's path -----------------------------------------------------------
 
 
-@dataclasses.dataclass
-class ProjectRun:
-    """Everything `train()` builds before its epoch loop, for timing `train_epoch` alone."""
-
-    cfg: DictConfig
-    model: nn.Module
-    data: DeviceData
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    generator: torch.Generator
-    autocast: Callable[[], contextlib.AbstractContextManager]
-
-    def epoch(self, data: DeviceData | None = None) -> tuple[float, float]:
-        return train_epoch(
-            self.model,
-            self.data if data is None else data,
-            self.optimizer,
-            self.scheduler,
-            self.cfg,
-            self.generator,
-            self.autocast,
-        )
-
-
-def project_run(cfg: DictConfig, device: torch.device, epochs: int) -> ProjectRun:
-    """Data, model, optimizer and schedule as `train()` builds them (seeded the same way)."""
-    torch.manual_seed(cfg.trainer.seed)
-    generator = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
-    model = prepare_model(build_model(cfg.model, cfg.dropout.p), cfg.trainer, device)
-    data = prepare_data(cfg.data, device)
-    optimizer = build_optimizer(cfg.optimizer, model)
-    scheduler = build_scheduler(
-        cfg.scheduler, optimizer, steps_per_epoch(data.n_train, cfg.data.batch_size), epochs
-    )
-    return ProjectRun(
-        cfg=cfg,
-        model=model,
-        data=data,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        generator=generator,
-        autocast=autocast_context(cfg.trainer.precision, device),
-    )
+def project_run(cfg: DictConfig, epochs: int) -> Run:
+    """The run as `train()` builds it, with a schedule planned for `epochs` epochs."""
+    return build(_set(cfg, trainer__epochs=epochs))
 
 
 def _first_batches(data: DeviceData, images: int) -> DeviceData:
@@ -228,54 +180,50 @@ TimedRound = Callable[[], float]
 
 @contextlib.contextmanager
 def one_training(
-    cfg: DictConfig, device: torch.device, args: argparse.Namespace
+    cfg: DictConfig, args: argparse.Namespace
 ) -> Iterator[tuple[str, float, TimedRound]]:
     """The project path as `train()` runs it: yields (description, warm-up s, timed round)."""
     images = args.batches * cfg.data.batch_size
     run, warmup = warmed_run(
-        _set(cfg, data__train_subset=images), device, args.repeats + 1, _warmup_images(args, cfg)
+        _set(cfg, data__train_subset=images), args.repeats + 1, _warmup_images(args, cfg)
     )
     with cpu_threads(cfg.trainer.get("threads")):
         count = torch.get_num_threads()
     yield f"{count} thread{_s(count)}", warmup, functools.partial(timed_epoch, run)
 
 
-def warmed_run(
-    cfg: DictConfig, device: torch.device, epochs: int, warmup_images: int
-) -> tuple[ProjectRun, float]:
+def warmed_run(cfg: DictConfig, epochs: int, warmup_images: int) -> tuple[Run, float]:
     """`project_run`, then one short untimed epoch; returns the run and that epoch's seconds.
 
     Each timed round is one train_epoch over the whole (subset) training tensor;
     the warm-up is one more, shorter epoch, hence epochs = rounds + 1. It is
     where one-off costs (kernel selection) land.
     """
-    run = project_run(cfg, device, epochs)
+    run = project_run(cfg, epochs)
     with cpu_threads(cfg.trainer.get("threads")):
         t0 = time.perf_counter()
-        run.epoch(_first_batches(run.data, warmup_images))
-        sync(device)
+        train_epoch(run, _first_batches(run.data, warmup_images))
+        sync(run.device)
         return run, time.perf_counter() - t0
 
 
-def timed_epoch(run: ProjectRun) -> float:
+def timed_epoch(run: Run) -> float:
     """images/s of one train_epoch, under the run's own thread count."""
     with cpu_threads(run.cfg.trainer.get("threads")):
         t0 = time.perf_counter()
-        run.epoch()  # ends with .item(): the device is done when it returns
+        train_epoch(run)  # ends with .item(): the device is done when it returns
         return run.data.n_train / (time.perf_counter() - t0)
 
 
-def _training_worker(
-    cfg_yaml: str, device: str, epochs: int, warmup_images: int, conn: Any
-) -> None:
+def _training_worker(cfg_yaml: str, epochs: int, warmup_images: int, conn: Any) -> None:
     """One of --concurrent trainings, in its own process: a round whenever the parent asks."""
     try:
         cfg = OmegaConf.create(cfg_yaml)
-        run, _ = warmed_run(cfg, torch.device(device), epochs, warmup_images)
+        run, _ = warmed_run(cfg, epochs, warmup_images)
         with cpu_threads(cfg.trainer.get("threads")):
             conn.send(torch.get_num_threads())
             while conn.recv():
-                run.epoch()
+                train_epoch(run)
                 conn.send(0)
     except Exception as e:  # the parent turns it into its one-line error
         conn.send(f"{type(e).__name__}: {e}")
@@ -283,7 +231,7 @@ def _training_worker(
 
 @contextlib.contextmanager
 def concurrent_trainings(
-    cfg: DictConfig, device: torch.device, args: argparse.Namespace
+    cfg: DictConfig, args: argparse.Namespace
 ) -> Iterator[tuple[str, float, TimedRound]]:
     """--concurrent N: N trainings at once (a sweep's trials), each in its own process.
 
@@ -311,7 +259,6 @@ def concurrent_trainings(
                 target=_training_worker,
                 args=(
                     OmegaConf.to_yaml(trial, resolve=True),
-                    str(device),
                     args.repeats + 1,
                     _warmup_images(args, cfg),
                     child,
@@ -369,7 +316,7 @@ def run_speed(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -
         ref_warmup = time.perf_counter() - t0
 
     project = concurrent_trainings if args.concurrent > 1 else one_training
-    with project(cfg, device, args) as (described, proj_warmup, project_round):
+    with project(cfg, args) as (described, proj_warmup, project_round):
         print(
             f"model {cfg.model.name}, batch {batch_size}, {args.batches} batches x "
             f"{args.repeats} rounds, device {device}"
@@ -403,7 +350,7 @@ def run_speed(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -
 
 
 def run_variants(
-    args: argparse.Namespace, cfg: DictConfig, variants: dict[str, DictConfig], device: torch.device
+    args: argparse.Namespace, cfg: DictConfig, variants: dict[str, DictConfig]
 ) -> dict[str, float]:
     """The project path under each variant config, interleaved with `cfg`; median ratios."""
     configs = {"as configured": cfg, **variants}
@@ -412,7 +359,6 @@ def run_variants(
     for label, variant in configs.items():
         runs[label], warmup = warmed_run(
             _set(variant, data__train_subset=images),
-            device,
             args.repeats + 1,
             _warmup_images(args, variant),
         )
@@ -441,7 +387,7 @@ def run_accuracy(args: argparse.Namespace, cfg: DictConfig, device: torch.device
     # on either side leaves only the pipelines themselves to compare.
     cfg = _set(cfg, data__train_subset=args.subset, data__augment__strength=0.0)
     batch_size = cfg.data.batch_size
-    proj = project_run(cfg, device, epochs=1)
+    proj = project_run(cfg, epochs=1)
     # train_epoch's first draw from this generator is its shuffle: replay it for (a).
     order = torch.randperm(
         proj.data.n_train,
@@ -451,9 +397,9 @@ def run_accuracy(args: argparse.Namespace, cfg: DictConfig, device: torch.device
 
     with cpu_threads(cfg.trainer.get("threads")):
         t0 = time.perf_counter()
-        proj.epoch()
+        train_epoch(proj)
         proj_seconds = time.perf_counter() - t0
-        eval_bs = eval_batch_size(cfg.data, device)
+        eval_bs = proj.eval_batch_size
         _, proj_acc = evaluate(
             proj.model, proj.data.test_x, proj.data.test_y, eval_bs, proj.autocast
         )
@@ -648,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if run_accuracy(args, cfg, device) else 1
         if args.variants:
             variants = {v: build_config(args, shlex.split(v)) for v in args.variants}
-            run_variants(args, cfg, variants, device)
+            run_variants(args, cfg, variants)
             return 0
         run_speed(args, cfg, device)
         return 0

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import json
 import os
 import shutil
-import socket
 import sys
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,16 +29,19 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist_sweep import plots
-from mnist_sweep.run.processes import process_alive
-from mnist_sweep.run.record import METRICS
+from mnist_sweep.errors import RunRecordError
+from mnist_sweep.run import record
+from mnist_sweep.run.record import METRICS, RunRecord, RunStatus
 
-OVERRIDES = Path(".hydra") / "overrides.yaml"
-CONFIG = Path(".hydra") / "config.yaml"
-HYDRA = Path(".hydra") / "hydra.yaml"
+OVERRIDES, CONFIG, HYDRA = record.HYDRA_OVERRIDES, record.HYDRA_CONFIG, record.HYDRA_RUNTIME
 CSV, PARETO, CURVES = "comparison.csv", "pareto.png", "curves.png"  # what compare writes
 
+# A run's verdict, the table's "status": the record's status, with a completed
+# run judged against the target, and a "running" run whose process is gone
+# shown as failed (when its sweep says why) or incomplete.
 MET, BELOW = "target met", "below target"
-PRUNED, FAILED, RUNNING, INCOMPLETE = "pruned", "failed", "running", "incomplete"
+PRUNED, FAILED, RUNNING = RunStatus.PRUNED.value, RunStatus.FAILED.value, RunStatus.RUNNING.value
+INCOMPLETE = "incomplete"
 STATUSES = (MET, BELOW, PRUNED, FAILED, RUNNING, INCOMPLETE)
 STATUS_ARGS = ", ".join(s.replace(" ", "-") for s in STATUSES)
 NUMERIC = ("params", "test acc", "best-epoch acc", "epochs", "wall")  # right-aligned columns
@@ -54,7 +54,9 @@ class RunRow:
     overrides: list[str]
     config: dict[str, Any]
     choices: dict[str, Any]  # Hydra's group choices, e.g. {"model": "small"}
-    state: str = INCOMPLETE  # metrics.json's status, or incomplete without one
+    record_status: RunStatus | None = None  # metrics.json's status; None before it exists
+    alive: bool = False  # for a "running" record: whether its process is still at work
+    reason: str | None = None  # why it failed: its error, or for a dead run its sweep's reason
     params: int | None = None
     test_acc: float | None = None
     best_test_acc: float | None = None
@@ -64,7 +66,7 @@ class RunRow:
     target_acc: float | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)
     label: str = ""
-    status: str = INCOMPLETE  # set by sort_and_filter, against the target in force
+    verdict: str = INCOMPLETE  # set by sort_and_filter, against the target in force
 
 
 def is_run_dir(path: Path) -> bool:
@@ -117,48 +119,48 @@ def load_run(path: Path) -> RunRow | str:
         # run killed at once; metrics.json only comes after the first epoch.
         overrides = _read(path, OVERRIDES, list, yaml.safe_load)
         config = _read(path, CONFIG, dict, yaml.safe_load)
-        try:  # only for naming the default option of a config group: optional
-            choices = dict(_read(path, HYDRA, dict, yaml.safe_load)["hydra"]["runtime"]["choices"])
-        except (Unreadable, KeyError, TypeError, ValueError):
+        try:  # only for naming the default option of a config group, and a sweep's trial
+            hydra = _read(path, HYDRA, dict, yaml.safe_load)
+        except Unreadable:
+            hydra = {}
+        try:
+            choices = dict(hydra["hydra"]["runtime"]["choices"])
+        except (KeyError, TypeError, ValueError):
             choices = {}
         row = RunRow(path, [str(o) for o in overrides], config, choices)
         row.target_acc = config.get("target_acc")
         row.epochs_planned = (config.get("trainer") or {}).get("epochs")
         if not (path / METRICS).exists():
             return row
-        m = _read(path, METRICS, dict, json.loads)
-        if m["status"] not in ("running", "completed", FAILED, PRUNED):
-            raise Unreadable(f"{METRICS} has an unknown status {m['status']!r}")
-        for key in ("params", "test_acc", "best_test_acc", "wall_seconds", "target_acc"):
-            if m[key] is not None and not isinstance(m[key], int | float):
-                raise Unreadable(f"{METRICS}: {key} is not a number: {m[key]!r}")
-        row.state = m["status"]
-        if m["status"] == "running":
-            row.state = RUNNING if still_running(m, path / METRICS) else INCOMPLETE
-        row.params, row.test_acc = m["params"], m["test_acc"]
-        row.best_test_acc, row.best_epoch = m["best_test_acc"], m["best_epoch"]
-        row.epochs_planned, row.wall_seconds = m["epochs_planned"], m["wall_seconds"]
-        row.target_acc = m["target_acc"]
-        row.curve = [(int(e["epoch"]), float(e["test_acc"])) for e in m["epochs"]]
-        return row
+        m = RunRecord.load(path)
     except Unreadable as e:
         return f"warning: skipping {path}: {e}"
-    except KeyError as e:
-        return f"warning: skipping {path}: {METRICS} has no {e} entry"
-    except (TypeError, ValueError) as e:
-        return f"warning: skipping {path}: {METRICS} is malformed ({e})"
+    except RunRecordError as e:
+        return f"warning: skipping {path}: {Path(e.path).name} {e.problem}"
+    row.record_status, row.reason = m.status, m.error
+    if m.status is RunStatus.RUNNING:
+        row.alive = m.still_running(path)
+        if not row.alive:  # killed: its sweep, if any, may have recorded why
+            row.reason = _sweep_fail_reason(path, record.sweep_trial(hydra))
+    row.params, row.test_acc = m.params, m.test_acc
+    row.best_test_acc, row.best_epoch = m.best_test_acc, m.best_epoch
+    row.epochs_planned, row.wall_seconds = m.epochs_planned, m.wall_seconds
+    row.target_acc = m.target_acc
+    row.curve = [(e.epoch, float(e.test_acc)) for e in m.epochs]
+    return row
 
 
-def still_running(metrics: dict[str, Any], metrics_file: Path) -> bool:
-    """Is the process that writes this "running" run alive, or was it killed?"""
-    pid = metrics.get("pid")
-    if metrics.get("host") == socket.gethostname() and isinstance(pid, int):
-        return process_alive(pid)
-    # Another machine: alive if it wrote within about three epochs' time.
-    epoch = max(
-        (e.get("seconds", 0) + e.get("eval_seconds", 0) for e in metrics["epochs"]), default=0
-    )
-    return time.time() - metrics_file.stat().st_mtime < max(3 * epoch, 600)
+def _sweep_fail_reason(run_dir: Path, trial: int | None) -> str | None:
+    """Why the sweep failed this run's trial, from the report in the sweep folder around it.
+
+    Only the process that trains a run writes its record: a trial whose process
+    was killed says "running" for good, and its reason is in the sweep's study.
+    """
+    if trial is None:
+        return None
+    from mnist_sweep.search.report import fail_reasons  # optuna: only for runs of a sweep
+
+    return fail_reasons(run_dir.parent).get(trial)
 
 
 def _split(override: str) -> tuple[str, str]:
@@ -188,8 +190,15 @@ def override_value(row: RunRow, key: str) -> str:
 
 
 def classify(row: RunRow, target: float | None) -> str:
-    if row.state != "completed":
-        return row.state  # pruned, failed, running or incomplete
+    """The run's verdict: how its record stands, a completed run judged against the target."""
+    if row.record_status is None:
+        return INCOMPLETE  # no record: killed at once, or stopped by its config
+    if row.record_status is RunStatus.RUNNING:
+        if row.alive:
+            return RUNNING
+        return FAILED if row.reason else INCOMPLETE  # killed
+    if row.record_status is not RunStatus.COMPLETED:
+        return row.record_status.value  # pruned or failed
     if row.test_acc is None:
         return INCOMPLETE
     goal = target if target is not None else row.target_acc
@@ -203,14 +212,15 @@ def sort_and_filter(
     statuses: Sequence[str] | None = None,
     top: int | None = None,
 ) -> list[RunRow]:
-    """Set each row's status, then keep, order and cut the rows the options ask for."""
+    """Set each row's verdict, then keep, order and cut the rows the options ask for
+    (`statuses`: the verdicts to keep)."""
     for row in rows:
-        row.status = classify(row, target)
+        row.verdict = classify(row, target)
     kept = [
         r
         for r in rows
         if (target is None or (r.test_acc is not None and r.test_acc >= target))
-        and (not statuses or r.status in statuses)
+        and (not statuses or r.verdict in statuses)
     ]
     inf = float("inf")
     keys = {  # unknown values sort last; ties go to the more accurate run
@@ -270,7 +280,7 @@ def table_rows(rows: Sequence[RunRow], keys: Sequence[str]) -> tuple[list[str], 
             "" if r.best_test_acc is None else f"{r.best_test_acc:.2f} (ep {r.best_epoch})",
             f"{len(r.curve)}/{r.epochs_planned or '?'}",
             _duration(r.wall_seconds),
-            r.status,
+            r.verdict,
         ]
         for r in rows
     ]
@@ -329,7 +339,7 @@ def render_table(rows: Sequence[RunRow], keys: Sequence[str], width: int) -> lis
     }  # fmt: skip
     for row, line in zip(rows, cells, strict=True):
         # Text, not markup: a value such as [8,16] is not a style.
-        table.add_row(*(Text(line[i]) for i in shown), style=styles[row.status])
+        table.add_row(*(Text(line[i]) for i in shown), style=styles[row.verdict])
     Console(width=max(width, used)).print(table)
     return [header[i] for i in range(len(header)) if i not in shown]
 
@@ -359,14 +369,19 @@ def write_csv(rows: Sequence[RunRow], keys: Sequence[str], path: Path) -> None:
             writer.writerow(
                 [r.label, *(override_value(r, k) for k in keys), r.params, _round(r.test_acc)]
                 + [_round(r.best_test_acc), r.best_epoch, len(r.curve), r.epochs_planned]
-                + [r.wall_seconds, r.target_acc, r.status, " ".join(r.overrides), str(r.path)]
+                + [r.wall_seconds, r.target_acc, r.verdict, " ".join(r.overrides), str(r.path)]
             )
+
+
+def failure_notes(rows: Sequence[RunRow]) -> list[str]:
+    """Why each failed run failed, where its record or its sweep says."""
+    return [f"{r.label} failed: {r.reason}" for r in rows if r.verdict == FAILED and r.reason]
 
 
 def completed(rows: Sequence[RunRow]) -> list[RunRow]:
     """The runs that may enter a Pareto front: a pruned or running run's accuracy
     is not a final one."""
-    return [r for r in rows if r.status in (MET, BELOW) and r.params is not None]
+    return [r for r in rows if r.verdict in (MET, BELOW) and r.params is not None]
 
 
 def size_and_accuracy(row: RunRow) -> plots.Point:
@@ -378,9 +393,9 @@ def plot_pareto(
 ) -> None:
     plotted = [r for r in rows if r.params is not None and r.test_acc is not None]
     groups = {
-        "target met": [(r.params, r.test_acc) for r in plotted if r.status == MET],
-        "below target": [(r.params, r.test_acc) for r in plotted if r.status == BELOW],
-        "not completed": [(r.params, r.test_acc) for r in plotted if r.status not in (MET, BELOW)],
+        "target met": [(r.params, r.test_acc) for r in plotted if r.verdict == MET],
+        "below target": [(r.params, r.test_acc) for r in plotted if r.verdict == BELOW],
+        "not completed": [(r.params, r.test_acc) for r in plotted if r.verdict not in (MET, BELOW)],
     }
     front = plots.pareto_front(completed(rows), key=size_and_accuracy)
     # Labels with several overrides run into each other: then the run's name
@@ -406,13 +421,13 @@ def plot_curves(rows: Sequence[RunRow], target: float | None, path: Path) -> Non
             label=(f"{r.label} ({r.params:,} params)" if r.params else r.label)
             if i < MAX_CURVES
             else None,
-            cut=r.status == PRUNED,
+            cut=r.verdict == PRUNED,
         )
         for i, r in enumerate([r for r in rows if r.curve])
     ]
     # The floor follows the runs that finished: a pruned or failed run stopped
     # low would squash the region where finished runs differ.
-    finals = [r.test_acc for r in rows if r.status in (MET, BELOW) and r.test_acc is not None]
+    finals = [r.test_acc for r in rows if r.verdict in (MET, BELOW) and r.test_acc is not None]
     title = "test accuracy per epoch"
     if len(curves) > MAX_CURVES:
         title += f" (the table's first {MAX_CURVES} of {len(curves)} runs in colour)"
@@ -527,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if left_out:
             note = f"not shown for lack of room: {', '.join(left_out)} (all in {CSV}; --keys picks)"
             print(textwrap.fill(note, width))
+        for note in failure_notes(shown):
+            print(textwrap.fill(note, width, subsequent_indent="  "))
     # One line on the plots: the --target, else the target most runs were given.
     targets = Counter(r.target_acc for r in shown if r.target_acc is not None).most_common(1)
     target = args.target if args.target is not None else (targets[0][0] if targets else None)

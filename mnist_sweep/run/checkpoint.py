@@ -2,8 +2,10 @@
 
 Besides the weights, every epoch's checkpoint holds what the rest of the run
 depends on: optimizer and schedule state, the RNG states (dropout and the data
-order and augmentation), and the metrics so far. Restoring all of it makes a
-resumed CPU run end with the same metrics as an uninterrupted one.
+order and augmentation), and the record so far. Restoring all of it makes a
+resumed CPU run end with the same metrics as an uninterrupted one. What the
+file holds is `record.Checkpoint`; this module moves it from and into the live
+torch objects of a `Run`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from mnist_sweep.errors import UserError
 from mnist_sweep.run import record
-from mnist_sweep.run.averaging import WeightAverage
+from mnist_sweep.run.build import Run
 
 # Settings that may differ between the interrupted run and its resumption: they
 # change how a run is executed, not what it computes.
@@ -26,30 +28,38 @@ MAY_CHANGE = {
 }  # fmt: skip
 
 
-def training_state(
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-    metrics: dict[str, Any],
-    model: nn.Module,
-    average: WeightAverage | None = None,
-) -> dict[str, Any]:
+def _on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def training_state(run: Run, metrics: record.RunRecord) -> record.TrainingState:
     """What a checkpoint needs beyond the shipped weights to continue exactly where it stopped.
 
     With weight averaging the checkpoint's weights are the average; the live
     weights that training goes on from are kept here, beside the average's state.
     """
-    live = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {
-        "model": live,
-        "average": average.state_dict() if average is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "generator": generator.get_state(),
-        "metrics": metrics,
-    }
+    return record.TrainingState(
+        model=_on_cpu(run.model),
+        average=run.average.state_dict() if run.average is not None else None,
+        optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        generator=run.generator.get_state(),
+        metrics=metrics,
+    )
+
+
+def snapshot(
+    run: Run, config: dict[str, Any], epoch: int, metrics: record.RunRecord
+) -> record.Checkpoint:
+    """The checkpoint of the run after `epoch`: its shipped weights, and all it needs to go on."""
+    return record.Checkpoint(
+        state_dict=_on_cpu(run.shipped()),
+        config=config,
+        epoch=epoch,
+        resume=training_state(run, metrics),
+    )
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -61,38 +71,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# What resuming reads: from every checkpoint, from its training state, from its metrics.
-SAVED_KEYS = {"state_dict", "config", "epoch"}
-STATE_KEYS = {"optimizer", "scheduler", "torch_rng", "cuda_rng", "generator", "metrics"}
-METRICS_KEYS = {"epochs", "wall_seconds"}
-
-
-def _has(value: Any, keys: set[str]) -> bool:
-    return isinstance(value, dict) and keys <= value.keys()
-
-
-def _read(path: Path) -> dict[str, Any]:
-    """The checkpoint at `path`, or UserError saying why it cannot be resumed from."""
-    start_over = "run again without trainer.resume=true to start this run over"
-    try:
-        checkpoint = record.load_checkpoint(path)
-    except Exception as e:  # torch's unpickler and zip reader fail in many ways on a damaged file
-        raise UserError(
-            f"{path} is damaged (torch cannot read it: {type(e).__name__}); {start_over}"
-        ) from None
-    if _has(checkpoint, SAVED_KEYS) and "resume" not in checkpoint:
-        raise UserError(f"{path} holds weights only, no training state to resume from")
-    state = checkpoint.get("resume") if isinstance(checkpoint, dict) else None
-    if not (
-        _has(checkpoint, SAVED_KEYS)
-        and _has(state, STATE_KEYS)
-        and _has(state["metrics"], METRICS_KEYS)
-    ):
-        raise UserError(f"{path} is not a checkpoint this project wrote; {start_over}")
-    return checkpoint
-
-
-def load_resumable(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+def load_resumable(run_dir: Path, config: dict[str, Any]) -> record.Checkpoint:
     """The run folder's checkpoint, checked to belong to this very configuration."""
     path = run_dir / record.CHECKPOINT
     if not path.is_file():
@@ -100,8 +79,15 @@ def load_resumable(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
             f"trainer.resume=true but there is no {path}; "
             "pass hydra.run.dir=<the interrupted run's folder>"
         )
-    checkpoint = _read(path)
-    before, now = _flatten(checkpoint["config"]), _flatten(config)
+    try:
+        checkpoint = record.load_checkpoint(run_dir)
+    except record.RunRecordError as e:
+        raise UserError(
+            f"{e}; run again without trainer.resume=true to start this run over"
+        ) from None
+    if checkpoint.resume is None:
+        raise UserError(f"{path} holds weights only, no training state to resume from")
+    before, now = _flatten(checkpoint.config), _flatten(config)
     changed = sorted(
         key
         for key in before.keys() | now.keys()
@@ -115,23 +101,18 @@ def load_resumable(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     return checkpoint
 
 
-def restore(
-    checkpoint: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-    average: WeightAverage | None = None,
-) -> int:
-    """Load every saved state into the freshly built objects; returns the next epoch to run."""
-    state = checkpoint["resume"]
-    model.load_state_dict(state.get("model") or checkpoint["state_dict"])
-    if average is not None and state.get("average") is not None:
-        average.load_state_dict(state["average"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    generator.set_state(state["generator"])
-    return int(checkpoint["epoch"]) + 1
+def restore(checkpoint: record.Checkpoint, run: Run) -> int:
+    """Load every saved state into the freshly built run; returns the next epoch to run."""
+    state = checkpoint.resume
+    if state is None:
+        raise UserError("the checkpoint holds weights only, no training state to resume from")
+    run.model.load_state_dict(state.model or checkpoint.state_dict)
+    if run.average is not None and state.average is not None:
+        run.average.load_state_dict(state.average)
+    run.optimizer.load_state_dict(state.optimizer)
+    run.scheduler.load_state_dict(state.scheduler)
+    torch.set_rng_state(state.torch_rng)
+    if state.cuda_rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state.cuda_rng)
+    run.generator.set_state(state.generator)
+    return checkpoint.epoch + 1

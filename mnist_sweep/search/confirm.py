@@ -27,11 +27,13 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from mnist_sweep.errors import UserError
+from mnist_sweep.errors import RunRecordError, UserError
 from mnist_sweep.run import record
+from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.report import WINNER
 
 CONFIRM = "confirm.json"
+MISSING = "missing"  # a seed's status when its run left no readable metrics.json
 # Overrides that belong to the search, not to the winning configuration.
 SEARCH_ONLY = ("hparams_search=", "trainer.seed=", "hydra.")
 # The sweep's own settings that the confirmation runs keep: where and how jobs run.
@@ -63,7 +65,7 @@ def _search_settings(run_dir: Path) -> tuple[int, list[str]]:
     """The seed the winner was trained with and its sweep's launcher settings, from the
     winner's run folder."""
     try:
-        seed = int(OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.seed)
+        seed = int(OmegaConf.load(run_dir / record.HYDRA_CONFIG).trainer.seed)
         return seed, launcher_overrides(run_dir)
     except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as e:
         why = (str(e).splitlines() or [type(e).__name__])[0]
@@ -75,7 +77,7 @@ def _search_settings(run_dir: Path) -> tuple[int, list[str]]:
 
 def launcher_overrides(run_dir: str | Path) -> list[str]:
     """The launcher settings of the sweep that trained this run (none: Hydra's basic launcher)."""
-    saved = OmegaConf.load(Path(run_dir) / ".hydra" / "hydra.yaml").hydra.overrides.hydra
+    saved = OmegaConf.load(Path(run_dir) / record.HYDRA_RUNTIME).hydra.overrides.hydra
     return [str(o) for o in saved if str(o).startswith(LAUNCHER)]
 
 
@@ -101,18 +103,12 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
     for seed in seeds:
         run_dir = out / f"seed_{seed}"
         try:
-            metrics = record.read_metrics(run_dir)
-        except (OSError, ValueError):
-            metrics = {"status": "missing", "test_acc": None}
-        runs.append(
-            {
-                "seed": seed,
-                "test_acc": metrics.get("test_acc"),
-                "status": metrics.get("status"),
-                "run_dir": str(run_dir),
-            }
-        )
-    accs = [r["test_acc"] for r in runs if r["status"] == "completed"]
+            metrics = RunRecord.load(run_dir)
+            test_acc, status = metrics.test_acc, metrics.status.value
+        except RunRecordError:
+            test_acc, status = None, MISSING
+        runs.append({"seed": seed, "test_acc": test_acc, "status": status, "run_dir": str(run_dir)})
+    accs = [r["test_acc"] for r in runs if r["status"] == RunStatus.COMPLETED]
     target = winner["target_acc"]
     result = {
         "params": winner["params"],

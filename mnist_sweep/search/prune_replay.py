@@ -24,33 +24,34 @@ import optuna
 from omegaconf import OmegaConf
 
 from mnist_sweep.config import CONF_DIR
+from mnist_sweep.errors import RunRecordError
 from mnist_sweep.run import record
-from mnist_sweep.search.pruning import build_pruner, error_of, selection_accuracy, selection_split
+from mnist_sweep.run.record import RunRecord, RunStatus
+from mnist_sweep.search.pruning import build_pruner, error_of, selection_accuracy
 
 
-def _finished_runs(dirs: list[Path]) -> list[dict[str, Any]]:
+def _finished_runs(dirs: list[Path]) -> list[RunRecord]:
+    """The completed runs among these folders, in the order they finished."""
     runs = []
     for d in dirs:
         try:
-            metrics = record.read_metrics(d)
-        except (OSError, ValueError):
+            metrics = RunRecord.load(d)
+        except RunRecordError:
             continue
-        if metrics.get("status") == "completed" and metrics.get("epochs"):
-            runs.append(
-                {**metrics, "run_dir": str(d), "mtime": (d / "metrics.json").stat().st_mtime}
-            )
-    return sorted(runs, key=lambda r: r["mtime"])
+        if metrics.status is RunStatus.COMPLETED and metrics.epochs:
+            runs.append(((d / record.METRICS).stat().st_mtime, metrics))
+    return [metrics for _, metrics in sorted(runs, key=lambda r: r[0])]
 
 
-def replay(pruner_name: str, runs: list[dict[str, Any]], target: float) -> dict[str, Any]:
+def replay(pruner_name: str, runs: list[RunRecord], target: float) -> dict[str, Any]:
     """Feed the runs to a fresh study with this pruner; what it would have pruned and saved."""
     pruner_cfg = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "pruner" / f"{pruner_name}.yaml")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", pruner=build_pruner(pruner_cfg))
     met = missed = pruned = epochs_run = epochs_all = 0
     for run in runs:
-        curve = [e[f"{selection_split(e)}_acc"] for e in run["epochs"]]
-        final = selection_accuracy(run)
+        curve = [selection_accuracy(e.to_dict()) for e in run.epochs]
+        final = selection_accuracy(run.to_dict())
         met += final >= target
         epochs_all += len(curve)
         trial = study.ask()
@@ -64,7 +65,7 @@ def replay(pruner_name: str, runs: list[dict[str, Any]], target: float) -> dict[
         if stopped_at is None:
             epochs_run += len(curve)
             trial.set_constraint("accuracy", target - final)
-            study.tell(trial, float(run["params"]))
+            study.tell(trial, float(run.params))
         else:
             epochs_run += stopped_at
             pruned += 1

@@ -15,6 +15,8 @@ from hydra.utils import instantiate
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
+from mnist_sweep.run import record
+
 if TYPE_CHECKING:
     from mnist_sweep.run.train import EpochCallback
 
@@ -117,10 +119,10 @@ class ReachablePruner(BasePruner):
 def trial_reporter(hydra_cfg: Any) -> EpochCallback | None:
     """Per-epoch callback for the sweep trial this job runs, or None outside one.
 
-    The sweeper names the trial with the job override `hydra.job.optuna_trial=<number>`;
+    The sweeper names the trial with the job override `hydra.job.<record.SWEEP_TRIAL>=<number>`;
     the study is the one `hydra.sweeper.storage` and `study_name` name.
     """
-    number = hydra_cfg.job.get("optuna_trial")
+    number = hydra_cfg.job.get(record.SWEEP_TRIAL)
     if number is None:
         return None
     sweeper_cfg = hydra_cfg.sweeper

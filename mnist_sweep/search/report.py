@@ -55,7 +55,7 @@ class TrialRow:
 def _overrides(trial: FrozenTrial) -> list[str]:
     """The run's full override list as Hydra saved it, else the sampled parameters."""
     run_dir = trial.user_attrs.get("run_dir")
-    saved = Path(run_dir) / ".hydra" / "overrides.yaml" if run_dir else None
+    saved = Path(run_dir) / record.HYDRA_OVERRIDES if run_dir else None
     if saved is not None and saved.is_file():
         return [str(o) for o in OmegaConf.load(saved)]
     return [f"{k}={v}" for k, v in trial.params.items()]
@@ -183,6 +183,21 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
             writer.writerows(row(t) for t in trials)
 
     record.atomic_write(path, write)
+
+
+def fail_reasons(sweep_dir: Path) -> dict[int, str]:
+    """Why each failed trial of a sweep failed, by trial number, from the sweep folder's
+    trials.csv ({} before the sweep's report is written)."""
+    try:
+        with (sweep_dir / TRIALS_CSV).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return {
+        int(row["trial"]): row.get("fail_reason") or "failed in its sweep (no reason recorded)"
+        for row in rows
+        if row.get("state") == TrialState.FAIL.name and str(row.get("trial")).isdigit()
+    }
 
 
 def plot_front(path: Path, rows: list[TrialRow], target: float, title: str) -> None:
@@ -313,8 +328,8 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
     winner record."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
-    record = winner_record(study, rows, target)
-    record.write_json(sweep_dir / WINNER, record)
+    winner = winner_record(study, rows, target)
+    record.write_json(sweep_dir / WINNER, winner)
     _write_csv(sweep_dir / PARETO_CSV, rows)
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
     selection = _selection(rows)
@@ -331,11 +346,11 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
     _plot_safely(
         INTERMEDIATE_PNG,
         lambda: plot_intermediate(
-            study, sweep_dir / INTERMEDIATE_PNG, target, selection, record["trial"]
+            study, sweep_dir / INTERMEDIATE_PNG, target, selection, winner["trial"]
         ),
     )
     # Hydra's stock result file, with the feasible winner as the "best" trial.
-    best = next((t for t in study.trials if t.number == record["trial"]), None)
+    best = next((t for t in study.trials if t.number == winner["trial"]), None)
     OmegaConf.save(
         OmegaConf.create(
             {
@@ -346,14 +361,14 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
         ),
         sweep_dir / RESULTS,
     )
-    log.info(record["message"])
+    log.info(winner["message"])
     for row in (r for r in rows if r.on_front):
         log.info(
             "  front: trial %d  %8s params  %.2f%%%s",
             row.trial, f"{row.params:,}", row.selection_acc,
             "  (target met)" if row.feasible else "",
         )  # fmt: skip
-    return record
+    return winner
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,7 +74,7 @@ def open_storage(
     url: str,
     heartbeat_interval: int,
     grace_period: int,
-    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None],
+    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     attempts: int = 5,
 ) -> optuna.storages.RDBStorage:
     """An RDBStorage with Optuna's heartbeat, after one plain connection: a wrong URL, a

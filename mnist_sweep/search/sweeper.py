@@ -53,14 +53,14 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     create_params_from_overrides,
 )
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-# The heartbeat thread Optuna's own study.optimize runs beside every trial.
-from optuna.storages._heartbeat import get_heartbeat_thread
+# The heartbeat thread Optuna's own study.optimize runs beside every trial, and
+# the stale-trial check its fail_stale_trials makes.
+from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_sweep.run import record
-from mnist_sweep.run.processes import process_alive
 from mnist_sweep.search import report
 from mnist_sweep.search.pruning import (
     accuracy_of,
@@ -87,17 +87,6 @@ def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -
     search_space = {str(k): str(v) for k, v in (params or {}).items()}
     text = json.dumps({"overrides": sorted(task_overrides), "params": search_space}, sort_keys=True)
     return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-def _mark_run_failed(run_dir: str | None, reason: str) -> None:
-    """A dead trial's run folder still says "running": say what became of it."""
-    try:
-        metrics = record.read_metrics(run_dir)
-    except (OSError, TypeError, ValueError):
-        return
-    if metrics.get("status") == "running":
-        metrics.update(status="failed", error=reason)
-        record.write_json(Path(run_dir) / record.METRICS, metrics)
 
 
 def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
@@ -233,12 +222,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         return optuna.create_study(
             study_name=self.study_name,
-            storage=open_storage(
-                str(self.storage),
-                self.heartbeat_interval,
-                self.grace_period,
-                on_stale=self._after_stale,
-            ),
+            storage=open_storage(str(self.storage), self.heartbeat_interval, self.grace_period),
             sampler=self.sampler,
             direction="minimize",
             pruner=build_pruner(self.pruner_cfg),
@@ -260,7 +244,6 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             study.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
             return False
-        _mark_run_failed(trial.user_attrs.get("run_dir"), reason)
         return True
 
     def _retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -272,21 +255,30 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         RetryHeartbeatStaleTrialCallback(max_retry=self.retry_failed)(study, lost)
         log.info("trial %d will be retried with the same parameters", trial.number)
 
-    def _after_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna has failed a trial whose worker sent no heartbeat for grace_period seconds."""
+    def _fail_stale(self, study: optuna.Study) -> None:
+        """Fail the trials of any host whose worker sent no heartbeat for grace_period seconds.
+
+        Optuna's own fail_stale_trials would fail them without a reason, and a
+        finished trial takes no more attributes: the reason is set first, here.
+        """
+        storage = study._storage
+        if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
+            return
         reason = f"interrupted: no heartbeat from its worker for {self.grace_period}s"
-        log.warning("trial %d %s: marked failed", trial.number, reason)
-        _mark_run_failed(trial.user_attrs.get("run_dir"), reason)
-        self._retry(study, trial)
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
+            trial = storage.get_trial(trial_id)
+            if self._fail(study, trial, reason):
+                log.warning("trial %d %s: marked failed", trial.number, reason)
+                self._retry(study, trial)
 
     def _fail_orphans(self, study: optuna.Study) -> None:
         """Mark as failed (and retry, if configured) the RUNNING trials whose worker is gone."""
-        fail_stale_trials(study)  # any host: by heartbeat
+        self._fail_stale(study)  # any host: by heartbeat
         host = socket.gethostname()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # This host's dead workers need not wait for the heartbeat's grace period.
             owner_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-            dead = owner_host == host and pid.isdigit() and not process_alive(int(pid))
+            dead = owner_host == host and pid.isdigit() and not record.process_alive(int(pid))
             if dead and self._fail(study, trial, "interrupted: the sweep process died"):
                 log.warning("trial %d was interrupted (its sweep process died)", trial.number)
                 self._retry(study, trial)
@@ -391,7 +383,11 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             trial.set_user_attr("retry_of", lost)
         # The job's one link to its trial: an override in Hydra's own job settings,
         # read by __main__ (and kept in the run's .hydra/hydra.yaml).
-        job = (*job, f"hydra.sweep.subdir={subdir}", f"++hydra.job.optuna_trial={trial.number}")
+        job = (
+            *job,
+            f"hydra.sweep.subdir={subdir}",
+            f"++hydra.job.{record.SWEEP_TRIAL}={trial.number}",
+        )
         self._in_flight[trial.number] = trial
         self.job_idx += 1
         return trial, job, self.job_idx - 1
@@ -523,7 +519,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
     def _write_throughput(self, sweep_dir: Path, workers: int, wall: float) -> None:
         """How busy the workers were: trial seconds (the time each job held its worker)
         over workers x the sweep's wall time."""
-        record = {
+        throughput = {
             "scheduler": "blocking batches" if self._blocking_batches else "asynchronous",
             "launcher": type(self.launcher).__name__,
             "workers": workers,
@@ -533,7 +529,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             "utilisation": round(self._trial_seconds / (workers * wall), 4) if wall else None,
             "trials_per_hour": round(self._told * 3600 / wall, 2) if wall else None,
         }
-        record.write_json(sweep_dir / THROUGHPUT, record)
+        record.write_json(sweep_dir / THROUGHPUT, throughput)
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
