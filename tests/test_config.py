@@ -330,7 +330,7 @@ def test_a_damaged_checkpoint_is_one_line_saying_how_to_start_over(tmp_path):
             load_resumable(run_dir, {})
         line = str(caught.value)
         assert "\n" not in line, name
-        assert line.startswith(f"{run_dir / 'checkpoint.pt'} is "), name
+        assert line.startswith(f"{run_dir / 'checkpoint.pt'} "), name
         assert line.endswith("run again without trainer.resume=true to start this run over")
 
 
