@@ -312,8 +312,8 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
     winner record."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
-    record = winner_record(study, rows, target)
-    record.write_json(sweep_dir / WINNER, record)
+    winner = winner_record(study, rows, target)
+    record.write_json(sweep_dir / WINNER, winner)
     _write_csv(sweep_dir / PARETO_CSV, rows)
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
     selection = _selection(rows)
@@ -330,11 +330,11 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
     _plot_safely(
         INTERMEDIATE_PNG,
         lambda: plot_intermediate(
-            study, sweep_dir / INTERMEDIATE_PNG, target, selection, record["trial"]
+            study, sweep_dir / INTERMEDIATE_PNG, target, selection, winner["trial"]
         ),
     )
     # Hydra's stock result file, with the feasible winner as the "best" trial.
-    best = next((t for t in study.trials if t.number == record["trial"]), None)
+    best = next((t for t in study.trials if t.number == winner["trial"]), None)
     OmegaConf.save(
         OmegaConf.create(
             {
@@ -345,14 +345,14 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
         ),
         sweep_dir / RESULTS,
     )
-    log.info(record["message"])
+    log.info(winner["message"])
     for row in (r for r in rows if r.on_front):
         log.info(
             "  front: trial %d  %8s params  %.2f%%%s",
             row.trial, f"{row.params:,}", row.selection_acc,
             "  (target met)" if row.feasible else "",
         )  # fmt: skip
-    return record
+    return winner
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -523,7 +523,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
     def _write_throughput(self, sweep_dir: Path, workers: int, wall: float) -> None:
         """How busy the workers were: trial seconds (the time each job held its worker)
         over workers x the sweep's wall time."""
-        record = {
+        throughput = {
             "scheduler": "blocking batches" if self._blocking_batches else "asynchronous",
             "launcher": type(self.launcher).__name__,
             "workers": workers,
@@ -533,7 +533,7 @@ class SmallestNetSweeper(OptunaSweeperImpl):
             "utilisation": round(self._trial_seconds / (workers * wall), 4) if wall else None,
             "trials_per_hour": round(self._told * 3600 / wall, 2) if wall else None,
         }
-        record.write_json(sweep_dir / THROUGHPUT, record)
+        record.write_json(sweep_dir / THROUGHPUT, throughput)
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
