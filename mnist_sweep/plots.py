@@ -1,11 +1,16 @@
-"""Figures shared by the sweep report and the compare command.
+"""Every figure the project draws: a run's curves, accuracy per epoch of many runs, the
+Pareto front of size against accuracy, and the frame around Optuna's own plots.
 
-matplotlib only (no torch), so `compare` starts fast.
+The only module that uses matplotlib, and it imports it when a figure is drawn,
+not before: `compare` starts fast, and nothing here needs torch. Callers turn
+their records into `Curve`s and `Result`s and get a PNG file back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,21 +29,25 @@ def pareto_front(items: Sequence[T], key: Callable[[T], Point] = lambda p: p) ->
     return front
 
 
-def new_axes(figsize: tuple[float, float] = (8, 5)) -> tuple[Any, Any]:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a training box
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=figsize, layout="constrained")
+    return plt
 
 
-def finish(
+def _save(fig: Any, path: Path) -> None:
+    # PNG named explicitly: callers may write to a temporary name without the suffix.
+    fig.savefig(path, dpi=100, format="png")
+    _pyplot().close(fig)  # pyplot keeps every figure alive until closed
+
+
+def _finish(
     fig: Any, ax: Any, target: float | None, path: Path, legend_outside: bool = False
 ) -> None:
     """Target line, grid and legend; save and free the figure."""
-    import matplotlib.pyplot as plt
-
     if target is not None:
         ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target {target:g}%")
         low, high = ax.get_ylim()  # keep the line off the frame: axhline adds no margin
@@ -48,72 +57,91 @@ def finish(
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)  # pyplot keeps every figure alive until closed
+    _save(fig, path)
 
 
-# How each kind of point is drawn; a pruned or unfinished run's accuracy is not
-# a final one, so it is set apart.
+# --- the Pareto front ---------------------------------------------------------------
+
+# How each kind of result is drawn; a pruned or unfinished run's accuracy is not
+# a final one, so it is set apart and never joins the front.
 STYLES = {
     "target met": {"c": "tab:green", "s": 60, "zorder": 3},
     "below target": {"c": "tab:gray", "s": 30},
     "not completed": {"c": "tab:red", "marker": "x"},
 }
+FINAL = ("target met", "below target")  # the kinds whose accuracy is a final one
 
 
-def size_vs_accuracy(
+@dataclass
+class Result:
+    """One run or trial on the size-accuracy plane."""
+
+    params: int
+    acc: float  # %
+    kind: str  # a key of STYLES
+    label: str | None = None  # written beside the point
+
+
+def pareto(
     path: Path,
-    groups: Mapping[str, Sequence[Point]],
-    front: Sequence[Point],
-    labels: Sequence[tuple[str, Point]],
+    results: Sequence[Result],
     target: float | None,
     title: str,
     ylabel: str = "final test accuracy (%)",
 ) -> None:
-    """Parameters (log) vs accuracy: one scatter per group (keys of STYLES), the Pareto
-    front as a step line, text labels at given points, the target as a line."""
+    """Parameters (log) vs accuracy: a scatter per kind, the Pareto front of the final
+    results as a step line, the labels beside their points, the target as a line."""
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
-    fig, ax = new_axes()
-    for name, points in groups.items():
+    fig, ax = _pyplot().subplots(figsize=(8, 5), layout="constrained")
+    for kind, style in STYLES.items():
+        points = [(r.params, r.acc) for r in results if r.kind == kind]
         if points:
-            ax.scatter(*zip(*points, strict=True), label=name, **STYLES[name])
+            ax.scatter(*zip(*points, strict=True), label=kind, **style)
+    front = pareto_front([r for r in results if r.kind in FINAL], key=lambda r: (r.params, r.acc))
     if front:
-        ax.plot(*zip(*front, strict=True), color="tab:blue", drawstyle="steps-post",
-                label="Pareto front", zorder=2)  # fmt: skip
-    for i, (text, point) in enumerate(labels):
+        ax.plot([r.params for r in front], [r.acc for r in front], color="tab:blue",
+                drawstyle="steps-post", label="Pareto front", zorder=2)  # fmt: skip
+    labelled = sorted((r for r in results if r.label), key=lambda r: (r.params, -r.acc))
+    for i, r in enumerate(labelled):
         # Staggered: neighbours on the front are often close in size.
-        ax.annotate(text, point, (6, (-12, 4, -24)[i % 3]), textcoords="offset points")
+        ax.annotate(r.label, (r.params, r.acc), (6, (-12, 4, -24)[i % 3]),
+                    textcoords="offset points")  # fmt: skip
     ax.set(xscale="log", xlabel="parameters (log scale)", ylabel=ylabel, title=title)
     # Readable sizes (5,000 rather than 5x10^3), also when the runs span less than a decade.
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.15)  # room for the labels of the outermost runs
-    ys = [y for points in groups.values() for _, y in points]
+    ys = [r.acc for r in results]
     if ys:
-        zoom_accuracy(ax, accuracy_floor(ys), ys, target)
-    finish(fig, ax, target, path)
+        _zoom_accuracy(ax, accuracy_floor(ys), ys, target)
+    _finish(fig, ax, target, path)
+
+
+# --- curves -------------------------------------------------------------------------
 
 
 @dataclass
 class Curve:
-    """One run's accuracy per epoch, and how to draw it."""
+    """One line of a curves figure: a run's accuracy (or loss) per epoch."""
 
-    points: Sequence[tuple[int, float]]  # (epoch, accuracy %)
+    points: Sequence[tuple[int, float]]  # (epoch, value)
     kind: str  # a key of CURVE_STYLES
     label: str | None = None  # its own legend entry (a highlighted run); else its kind's
     cut: bool = False  # stopped before its planned epochs (pruned): its end is marked
 
 
 # Highlighted runs get their own colour and legend entry; the rest are drawn
-# by kind, so that 40 runs read as a few groups instead of 40 colours.
+# by kind, so that 40 runs read as a few groups instead of 40 colours. A run's
+# own splits (train, val, test) are few: each its own colour, every epoch a dot.
 CURVE_STYLES: dict[str, dict[str, Any]] = {
     "highlight": {"lw": 1.6, "zorder": 3},
     "target met": {"color": "tab:green", "lw": 1.2, "alpha": 0.8, "zorder": 2},
     "below target": {"color": "tab:gray", "lw": 1.0, "alpha": 0.6},
     "pruned": {"color": "tab:red", "lw": 1.0, "alpha": 0.5, "ls": "--"},
     "other runs": {"color": "0.7", "lw": 0.8, "alpha": 0.7},
+    "split": {"marker": "o"},
 }
 
 
@@ -131,7 +159,7 @@ def accuracy_floor(finals: Sequence[float], ends: Sequence[float] = ()) -> float
     return max(0.0, low - max(0.5 * (high - low), 0.5))
 
 
-def zoom_accuracy(
+def _zoom_accuracy(
     ax: Any, floor: float, lasts: Sequence[float], target: float | None, best: float | None = None
 ) -> None:
     """The y-axis from `floor` to just above the best accuracy (or the target), and a
@@ -146,39 +174,89 @@ def zoom_accuracy(
         )  # fmt: skip
 
 
-def accuracy_curves(
-    path: Path,
-    curves: Sequence[Curve],
-    target: float | None,
-    title: str,
-    ylabel: str = "test accuracy (%)",
-    floor: float | None = None,
-) -> None:
-    """Accuracy per epoch, one line per run, the first on top; the y-axis from
-    `floor` (default: accuracy_floor of the runs' last points) up to just above
-    the best, the legend outside the axes so that it never covers a line."""
-    fig, ax = new_axes((9, 5))
+def _draw(ax: Any, curves: Sequence[Curve], first_on_top: bool) -> None:
+    """The lines, a kind's legend entry once, a cross where a cut curve stopped."""
     labelled: set[str] = set()
     for i, curve in enumerate(curves):
         if not curve.points:
             continue
         style = dict(CURVE_STYLES[curve.kind])
-        style["zorder"] = style.get("zorder", 1) + 1 - i / len(curves)  # the first on top
+        if first_on_top:
+            style["zorder"] = style.get("zorder", 1) + 1 - i / len(curves)
         kind_label = "pruned (x: where it stopped)" if curve.kind == "pruned" else curve.kind
         label = curve.label or (kind_label if curve.kind not in labelled else None)
         labelled.add(curve.kind)
         (line,) = ax.plot(*zip(*curve.points, strict=True), label=label, **style)
         if curve.cut:
             ax.plot(*curve.points[-1], marker="x", ms=6, color=line.get_color(), ls="none")
+
+
+def curves(
+    path: Path,
+    title: str,
+    accuracy: Sequence[Curve],
+    *,
+    loss: Sequence[Curve] | None = None,
+    ylabel: str = "test accuracy (%)",
+    target: float | None = None,
+    floor: float | None = None,
+) -> None:
+    """Accuracy per epoch, one line per curve.
+
+    With `loss`, a run's own figure: its loss (log scale) and accuracy side by
+    side, train vs test, every epoch in view. Without, many runs compared, the
+    first on top: the y-axis from `floor` (default: accuracy_floor of the runs'
+    last points) up to just above the best, the target as a line, the legend
+    outside the axes so that it never covers a line.
+    """
+    plt = _pyplot()
+    if loss is not None:
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+        _draw(ax_loss, loss, first_on_top=False)
+        _draw(ax_acc, accuracy, first_on_top=False)
+        ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
+        ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(title)
+        _save(fig, path)
+        return
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    _draw(ax, accuracy, first_on_top=True)
+    lasts = [c.points[-1][1] for c in accuracy if c.points]
     if floor is None:
-        lasts = [c.points[-1][1] for c in curves if c.points]
         floor = accuracy_floor(lasts) if lasts else 0.0
-    zoom_accuracy(
-        ax, floor, [c.points[-1][1] for c in curves if c.points], target,
-        best=max((y for c in curves for _, y in c.points), default=100.0),
-    )  # fmt: skip
+    best = max((y for c in accuracy for _, y in c.points), default=100.0)
+    _zoom_accuracy(ax, floor, lasts, target, best=best)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    if any(c.cut and c.kind != "pruned" for c in curves):  # "pruned" says it already
+    if any(c.cut and c.kind != "pruned" for c in accuracy):  # "pruned" says it already
         ax.plot([], [], marker="x", color="0.3", ls="none", label="stopped (pruned)")
-    finish(fig, ax, target, path, legend_outside=True)
+    _finish(fig, ax, target, path, legend_outside=True)
+
+
+# --- Optuna's plots -----------------------------------------------------------------
+
+
+@contextmanager
+def optuna_figure(path: Path) -> Iterator[Any]:
+    """Yields `optuna.visualization.matplotlib`; the figure its plot draws is saved to
+    `path`. Their side effects stay inside: they are experimental (a warning per call,
+    accepted knowingly here) and they set the global ggplot style, which would leak
+    into every later figure of the process."""
+    plt = _pyplot()
+    import matplotlib
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.visualization import matplotlib as optuna_plots
+
+    before = set(plt.get_fignums())
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        try:
+            yield optuna_plots
+            # "tight": Optuna puts some legends outside the axes.
+            plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
+        finally:
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)

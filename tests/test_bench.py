@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from mnist_sweep.bench.cli import parse_args
+from mnist_sweep.bench.reference import reference_model
+from mnist_sweep.bench.rounds import _training_worker
+from mnist_sweep.bench.time_to_target import run_time_to_target
 from omegaconf import OmegaConf
 
-from mnist_sweep.bench.speed import (
-    _training_worker,
-    parse_args,
-    reference_model,
-    run_time_to_target,
-)
 from mnist_sweep.errors import UserError
 from mnist_sweep.run import record
 from mnist_sweep.run.build import cpu_threads, prepare_model

@@ -388,33 +388,34 @@ def size_and_accuracy(row: RunRow) -> plots.Point:
     return (row.params or 0, row.test_acc or 0.0)
 
 
-def plot_pareto(
-    rows: Sequence[RunRow], keys: Sequence[str], target: float | None, path: Path
-) -> None:
-    plotted = [r for r in rows if r.params is not None and r.test_acc is not None]
-    groups = {
-        "target met": [(r.params, r.test_acc) for r in plotted if r.verdict == MET],
-        "below target": [(r.params, r.test_acc) for r in plotted if r.verdict == BELOW],
-        "not completed": [(r.params, r.test_acc) for r in plotted if r.verdict not in (MET, BELOW)],
-    }
-    front = plots.pareto_front(completed(rows), key=size_and_accuracy)
-    # Labels with several overrides run into each other: then the run's name
-    # only, which the table and comparison.csv resolve.
-    labels = [
-        (f"{r.label} {keys[0]}={override_value(r, keys[0])}" if len(keys) == 1 else r.label,
-         (r.params, r.test_acc))
-        for r in front
-    ]  # fmt: skip
-    plots.size_vs_accuracy(
-        path, groups, [(r.params, r.test_acc) for r in front], labels, target,
-        "accuracy vs size: fewer params and higher accuracy is better",
-    )  # fmt: skip
+PARETO_TITLE = "accuracy vs size: fewer params and higher accuracy is better"
 
 
-def plot_curves(rows: Sequence[RunRow], target: float | None, path: Path) -> None:
+def pareto_results(rows: Sequence[RunRow], keys: Sequence[str]) -> list[plots.Result]:
+    """The rows with a size and an accuracy, for pareto.png; the front's runs labelled."""
+    front = {id(r) for r in plots.pareto_front(completed(rows), key=size_and_accuracy)}
+    kinds = {MET: "target met", BELOW: "below target"}
+
+    def label(row: RunRow) -> str | None:
+        if id(row) not in front:
+            return None
+        # Labels with several overrides run into each other: then the run's name
+        # only, which the table and comparison.csv resolve.
+        return (
+            f"{row.label} {keys[0]}={override_value(row, keys[0])}" if len(keys) == 1 else row.label
+        )
+
+    return [
+        plots.Result(r.params, r.test_acc, kinds.get(r.verdict, "not completed"), label(r))
+        for r in rows
+        if r.params is not None and r.test_acc is not None
+    ]
+
+
+def accuracy_curves(rows: Sequence[RunRow]) -> list[plots.Curve]:
     """The first MAX_CURVES rows in the table's order in colour, named in the legend;
     the rest in grey. Pruned runs end in a cross where they stopped."""
-    curves = [
+    return [
         plots.Curve(
             r.curve,
             "highlight" if i < MAX_CURVES else "other runs",
@@ -425,14 +426,22 @@ def plot_curves(rows: Sequence[RunRow], target: float | None, path: Path) -> Non
         )
         for i, r in enumerate([r for r in rows if r.curve])
     ]
+
+
+def write_plots(
+    rows: Sequence[RunRow], keys: Sequence[str], target: float | None, out: Path
+) -> None:
+    """pareto.png and curves.png of the rows, drawn by plots."""
+    plots.pareto(out / PARETO, pareto_results(rows, keys), target, PARETO_TITLE)
+    curves = accuracy_curves(rows)
     # The floor follows the runs that finished: a pruned or failed run stopped
     # low would squash the region where finished runs differ.
     finals = [r.test_acc for r in rows if r.verdict in (MET, BELOW) and r.test_acc is not None]
     title = "test accuracy per epoch"
     if len(curves) > MAX_CURVES:
         title += f" (the table's first {MAX_CURVES} of {len(curves)} runs in colour)"
-    plots.accuracy_curves(
-        path, curves, target, title,
+    plots.curves(
+        out / CURVES, title, curves, target=target,
         floor=plots.accuracy_floor(finals) if finals else None,
     )  # fmt: skip
 
@@ -549,8 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = args.target if args.target is not None else (targets[0][0] if targets else None)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(shown, keys, out / CSV)
-    plot_pareto(shown, keys, target, out / PARETO)
-    plot_curves(shown, target, out / CURVES)
+    write_plots(shown, keys, target, out)
     print(f"wrote {CSV}, {PARETO}, {CURVES} to {out}", file=sys.stderr)
     return 0
 

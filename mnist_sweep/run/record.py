@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_sweep import plots
 from mnist_sweep.errors import RunRecordError
 
 if TYPE_CHECKING:
@@ -441,22 +442,12 @@ def write_model_summary(run_dir: Path, model: nn.Module) -> str:
 
 def plot_curves(run_dir: Path, epochs: Sequence[dict[str, Any]], title: str) -> None:
     """Loss and accuracy per epoch, train vs test (and validation when there is one)."""
-    import matplotlib
+    splits = [
+        s for s in ("train", "val", "test") if epochs and epochs[0].get(f"{s}_loss") is not None
+    ]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def curve(split: str, figure: str) -> plots.Curve:
+        return plots.Curve([(e["epoch"], e[f"{split}_{figure}"]) for e in epochs], "split", split)
 
-    xs = [e["epoch"] for e in epochs]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    for split in ("train", "val", "test"):
-        if epochs and epochs[0].get(f"{split}_loss") is not None:
-            ax_loss.plot(xs, [e[f"{split}_loss"] for e in epochs], marker="o", label=split)
-            ax_acc.plot(xs, [e[f"{split}_acc"] for e in epochs], marker="o", label=split)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    atomic_write(run_dir / CURVES, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    accuracy, loss = [curve(s, "acc") for s in splits], [curve(s, "loss") for s in splits]
+    atomic_write(run_dir / CURVES, lambda tmp: plots.curves(tmp, title, accuracy, loss=loss))

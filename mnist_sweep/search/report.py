@@ -12,8 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -200,50 +199,24 @@ def fail_reasons(sweep_dir: Path) -> dict[int, str]:
     }
 
 
-def plot_front(path: Path, rows: list[TrialRow], target: float, title: str) -> None:
-    """Every completed trial by size and accuracy; feasible ones highlighted, front joined."""
+def front_results(rows: list[TrialRow]) -> list[plots.Result]:
+    """Every completed trial for the Pareto plot: feasible ones apart, the winner labelled."""
     winner = pick_winner(rows)
-    plots.size_vs_accuracy(
-        path,
-        {
-            "target met": [(r.params, r.selection_acc) for r in rows if r.feasible],
-            "below target": [(r.params, r.selection_acc) for r in rows if not r.feasible],
-        },
-        [(r.params, r.selection_acc) for r in rows if r.on_front],
-        [(f"winner: {winner.params:,}", (winner.params, winner.selection_acc))] if winner else [],
-        target,
-        title,
-        ylabel=f"final-epoch {_selection(rows)} accuracy (%)",
-    )
-
-
-@contextmanager
-def _optuna_plot(path: Path) -> Iterator[Any]:
-    """Optuna's matplotlib plots, saved to `path`, with their side effects contained:
-    they are experimental (a warning per call, accepted knowingly here) and they set
-    the global ggplot style, which would leak into every later figure of the process."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on a training box
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    before = set(plt.get_fignums())
-    with warnings.catch_warnings(), matplotlib.rc_context():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            yield optuna_plots
-            # "tight": Optuna puts some legends outside the axes.
-            plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
-        finally:
-            for number in set(plt.get_fignums()) - before:
-                plt.close(number)
+    return [
+        plots.Result(
+            r.params,
+            r.selection_acc,
+            "target met" if r.feasible else "below target",
+            f"winner: {r.params:,}" if r is winner else None,
+        )
+        for r in rows
+    ]
 
 
 def plot_history(study: optuna.Study, path: Path) -> None:
     """Optuna's optimisation history of the objective, the parameter count: the
     trials that met the target in colour with the best so far joined, the others grey."""
-    with _optuna_plot(path) as optuna_plots:
+    with plots.optuna_figure(path) as optuna_plots:
         ax = optuna_plots.plot_optimization_history(study, target_name="parameters")
         ax.set_title(f"{study.study_name}: size of each trial (grey: below target)")
 
@@ -264,7 +237,7 @@ def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
             "completed)", IMPORTANCES_PNG, len(done),
         )  # fmt: skip
         return False
-    with _optuna_plot(path) as optuna_plots, warnings.catch_warnings():
+    with plots.optuna_figure(path) as optuna_plots, warnings.catch_warnings():
         # Optuna reminds that its evaluator ranks by *low* target values: the
         # error is passed for exactly that reason.
         warnings.filterwarnings("ignore", message=".*computes the importances of params")
@@ -306,10 +279,10 @@ def plot_intermediate(
     # The floor takes in where pruned trials stopped, so that their cut shows.
     finals = [c.points[-1][1] for c in curves if not c.cut]
     ends = [c.points[-1][1] for c in curves if c.cut]
-    plots.accuracy_curves(
-        path, curves, target,
-        f"{study.study_name}: {selection} accuracy per epoch, {len(curves)} trials",
-        ylabel=f"{selection} accuracy (%)", floor=plots.accuracy_floor(finals or ends, ends),
+    plots.curves(
+        path, f"{study.study_name}: {selection} accuracy per epoch, {len(curves)} trials", curves,
+        ylabel=f"{selection} accuracy (%)", target=target,
+        floor=plots.accuracy_floor(finals or ends, ends),
     )  # fmt: skip
 
 
@@ -335,7 +308,16 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
     selection = _selection(rows)
     if rows:
         title = f"{study.study_name}: {len(rows)} completed trials"
-        _plot_safely(PARETO_PNG, lambda: plot_front(sweep_dir / PARETO_PNG, rows, target, title))
+        _plot_safely(
+            PARETO_PNG,
+            lambda: plots.pareto(
+                sweep_dir / PARETO_PNG,
+                front_results(rows),
+                target,
+                title,
+                ylabel=f"final-epoch {selection} accuracy (%)",
+            ),
+        )
         _plot_safely(HISTORY_PNG, lambda: plot_history(study, sweep_dir / HISTORY_PNG))
         _plot_safely(
             IMPORTANCES_PNG,
