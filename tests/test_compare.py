@@ -453,6 +453,8 @@ def test_short_names_and_values():
     assert compare.short_value("0.01456519136895919") == "0.0146"
     assert compare.short_value("2.2971384069431e-06") == "2.3e-06"
     assert compare.short_value("128") == "128"
+    assert compare.short_value("0.9995") == "0.9995"  # not 1: typed short, shown as typed
+    assert compare.short_value("5e-05") == "5e-05"
     assert compare.short_value("small") == "small"
     assert compare.short_value("[8,16]") == "[8,16]"
 

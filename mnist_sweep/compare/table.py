@@ -256,13 +256,16 @@ def short_names(keys: Sequence[str]) -> dict[str, str]:
 
 
 def short_value(text: str) -> str:
-    """A float to 3 significant digits (0.01456519136895919: 0.0146); anything else as is."""
+    """A long float to 3 significant digits (0.01456519136895919: 0.0146); anything else,
+    and a float a user typed short (0.9995), as is."""
     if text.lstrip("+-").isdigit():
         return text  # an integer: every digit is meaningful
     try:
-        return f"{float(text):.3g}"
+        value = float(text)
     except ValueError:
         return text
+    # A short value was typed on purpose; rounding it could show 0.9995 as 1.
+    return text if len(text) <= 7 else f"{value:.3g}"
 
 
 def table_rows(rows: Sequence[RunRow], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
