@@ -1,4 +1,10 @@
-"""Shared fixtures: the real config, composed by Hydra and shrunk for 2 CPU cores."""
+"""Shared fixtures and helpers: the real config, composed by Hydra and shrunk for 2 CPU
+cores; the CLI run as a user runs it; the small real sweep the search tests share.
+
+Tests come in three costs: unit tests (no training, no subprocess), short real
+trainings in-process (seconds), and `slow` ones (a subprocess, a sweep, a database,
+or training for longer). `pytest -m "not slow"` runs the first two.
+"""
 
 from __future__ import annotations
 
@@ -148,3 +154,33 @@ def start_cli(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
         [*CLI, *args], cwd=cwd, env=cli_env(**env), start_new_session=True, text=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+
+# The real search preset, shrunk: tiny nets on 500 images, so each trial takes
+# seconds on a CPU, searching the three widths only (every other dimension of the
+# preset pinned to tiny's recipe). The low target makes some trials feasible
+# and others not.
+PINNED = [
+    "model.n1=1", "model.n2=1", "model.n3=1", "model.pad1=0", "model.pad2=0", "model.pad3=0",
+    "model.pool2=false", "model.t1=4", "dropout.p=0.1", "dropout.placement=unit",
+    "optimizer.weight_decay=5e-4", "scheduler.pct_start=0.25", "trainer.label_smoothing=0",
+    "average=none",
+]  # fmt: skip
+SWEEP = [
+    "-m", "hparams_search=smallest", "model=tiny", "data.train_subset=500", "data.batch_size=64",
+    "optimizer.lr=0.1", "data.augment.strength=0", "trainer.epochs=2", "trainer.device=cpu",
+    "target_acc=20", "model.w1=range(2,7)", "model.w2=range(2,9)", "model.w3=range(2,9)",
+    *PINNED,
+]  # fmt: skip
+
+
+def run_sweep(cwd: Path, *args: str) -> None:
+    """A small real sweep (SWEEP plus `args`) run from `cwd`; it must succeed."""
+    result = run_cli(*SWEEP, *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def sweep_folder(cwd: Path) -> Path:
+    """The folder of the one sweep run from `cwd`."""
+    (folder,) = (cwd / "outputs" / "sweeps").iterdir()
+    return folder

@@ -1,7 +1,8 @@
-"""The benchmark CLI's output shape, and the speed settings' promise to change nothing computed.
+"""The benchmark CLI's output and the pieces it times with.
 
 No assertion here is about speed: timings on a shared machine belong in
-docs/BENCHMARKS.md, never in a test.
+docs/BENCHMARKS.md, never in a test. What is checked is that the printed figures
+agree with each other and that both paths compute the same thing.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-from mnist_sweep.bench.cli import parse_args
-from mnist_sweep.bench.reference import reference_model
-from mnist_sweep.bench.rounds import _training_worker
-from mnist_sweep.bench.time_to_target import run_time_to_target
 from omegaconf import OmegaConf
 
-from mnist_sweep.errors import UserError
+from mnist_sweep.bench.speed import (
+    _training_worker,
+    main,
+    parse_args,
+    reference_model,
+    run_time_to_target,
+)
+from mnist_sweep.bench.sweep import sweep_command
 from mnist_sweep.run import record
-from mnist_sweep.run.build import cpu_threads, prepare_model
 from mnist_sweep.run.model import Dropout, build_model
 from mnist_sweep.run.record import RunRecord
 from tests.conftest import REPO, compose_config, run_cli
@@ -39,17 +41,29 @@ def _last_line(result: subprocess.CompletedProcess) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+def _check_one_round_speedup(out: str, project: str) -> None:
+    """With one round, the speedup is that round's ratio and the printed (b) over (a)."""
+    reference_rate = re.search(rf"^\(a\) reference DataLoader pipeline: {RATE}$", out, re.M)
+    project_rate = re.search(rf"^\(b\) {re.escape(project)}: {RATE}$", out, re.M)
+    speedup = re.search(r"^speedup: (\d+\.\d\d)$", out, re.M)
+    assert reference_rate and project_rate and speedup, out
+    assert re.search(rf"^round 1: .*, ratio {re.escape(speedup[1])}$", out, re.M), out
+    a, b = (float(m[1].replace(",", "")) for m in (reference_rate, project_rate))
+    # The rates are printed to the image, the speedup to the hundredth.
+    rounding = 0.005 + (b / a) * (0.5 / a + 0.5 / b)
+    assert float(speedup[1]) == pytest.approx(b / a, abs=rounding), out
+
+
+@pytest.mark.slow
 def test_speed_prints_both_rates_and_ends_with_the_speedup(data_root):
     result = run_bench("--batches", "5", "--repeats", "1", "--warmup", "1", "--num-workers", "0")
     out = result.stdout
-    assert re.search(rf"^\(a\) reference DataLoader pipeline: {RATE}$", out, re.M), out
-    assert re.search(rf"^\(b\) project path: {RATE}$", out, re.M), out
     assert "model era_s6, batch 128" in out
-    speedup = re.fullmatch(r"speedup: (\d+\.\d+)", _last_line(result))
-    assert speedup, out
-    assert float(speedup.group(1)) > 0
+    assert re.fullmatch(r"speedup: \d+\.\d+", _last_line(result)), out
+    _check_one_round_speedup(out, "project path")
 
 
+@pytest.mark.slow
 def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
     result = run_bench(
         "--time-to-target",
@@ -67,6 +81,7 @@ def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
     assert (tmp_path / "run" / record.METRICS).is_file()
 
 
+@pytest.mark.slow
 def test_concurrent_trainings_report_their_total_rate(data_root):
     result = run_bench(
         "--batches", "3", "--repeats", "1", "--warmup", "1", "--num-workers", "0",
@@ -74,8 +89,8 @@ def test_concurrent_trainings_report_their_total_rate(data_root):
     )  # fmt: skip
     out = result.stdout
     assert "(b) 2 trainings at once, 1 thread each" in out, out
-    assert re.search(rf"^\(b\) project path, 2 at once: {RATE}$", out, re.M), out
     assert re.fullmatch(r"speedup: \d+\.\d+", _last_line(result)), out
+    _check_one_round_speedup(out, "project path, 2 at once")
 
 
 def test_a_failing_concurrent_training_reports_why(tmp_path):
@@ -103,6 +118,7 @@ def test_the_reference_net_has_stock_layers_and_the_same_weights():
         assert torch.equal(tensor, reference_state[name]), name
 
 
+@pytest.mark.slow
 def test_both_paths_train_identically_without_the_layout_change(data_root):
     # Same weights, batch order and thread count, and no dropout (the two draw their
     # masks differently): only the data pipelines differ, and they must feed the
@@ -116,74 +132,10 @@ def test_both_paths_train_identically_without_the_layout_change(data_root):
     assert _last_line(result).endswith(": ok")
 
 
-def test_bad_override_is_one_line():
-    result = run_bench("--batches", "1", "trainer.no_such_key=1")
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
-
-
-def test_channels_last_changes_layout_not_results():
-    cfg = compose_config(["model=era_s6"])
-    # float64: the two layouts sum in different orders, and through six BatchNorm
-    # layers float32 rounding alone moves these gradients by about 1e-3.
-    x = torch.randn(16, 1, 28, 28, dtype=torch.float64)
-    y = torch.randint(0, 10, (16,))
-    results = []
-    for channels_last in (False, True):
-        torch.manual_seed(0)
-        trainer_cfg = {"channels_last": channels_last}
-        net = build_model(cfg.model, 0.0).double()
-        model = prepare_model(net, trainer_cfg, torch.device("cpu"))
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        results.append((loss.item(), model[0].weight.grad.clone()))
-    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert results[0][0] == pytest.approx(results[1][0], rel=1e-9)
-    assert torch.allclose(results[0][1], results[1][1], rtol=1e-7, atol=1e-9)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cpu_dropout_keeps_the_same_distribution(dtype):
-    torch.manual_seed(0)
-    layer = Dropout(0.1)
-    dropped = 6554 / 65536  # p on the 16-bit grid
-    x = torch.ones(1_000_000, dtype=dtype, requires_grad=True)
-    out = layer(x)
-    kept = out != 0
-    assert out.dtype == dtype
-    assert kept.float().mean().item() == pytest.approx(1 - dropped, abs=0.002)
-    # Survivors scaled by 1 / (1 - rate): the layer stays unbiased.
-    expected = torch.tensor(1 / (1 - dropped), dtype=dtype)
-    assert torch.equal(out[kept], expected.expand(int(kept.sum())))
-    out.sum().backward()
-    assert torch.equal(x.grad != 0, kept)  # the gradient flows through the same mask
-    layer.eval()
-    assert torch.equal(layer(x), x)
-
-
-def test_cpu_dropout_mask_is_fresh_per_call_and_follows_the_layout():
-    torch.manual_seed(0)
-    layer = Dropout(0.5)
-    x = torch.ones(8, 16, 6, 6).to(memory_format=torch.channels_last)
-    first, second = layer(x), layer(x)
-    assert first.is_contiguous(memory_format=torch.channels_last)
-    assert not torch.equal(first, second)
-    # Every channel and position gets its own draw: no lane pattern repeats.
-    kept = (first != 0).float()
-    assert kept.mean(dim=(0, 2, 3)).min() > 0.25 and kept.mean(dim=(0, 1)).min() > 0.25
-    torch.manual_seed(0)
-    assert torch.equal(layer(x), first)  # seeded by torch's generator, like nn.Dropout
-
-
-def test_cpu_threads_sets_restores_and_validates():
-    before = torch.get_num_threads()
-    with cpu_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with cpu_threads(None):
-        assert torch.get_num_threads() == before
-    with pytest.raises(UserError, match="trainer.threads"), cpu_threads(0):
-        pass
+def test_bad_override_is_one_line(capsys):
+    assert main(["--batches", "1", "trainer.no_such_key=1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Could not override 'trainer.no_such_key'"), err
 
 
 def test_time_to_target_counts_only_training_seconds(quick_cfg, tmp_path: Path):
@@ -193,6 +145,8 @@ def test_time_to_target_counts_only_training_seconds(quick_cfg, tmp_path: Path):
     assert report["epochs"] == 2
     assert report["train_seconds"] == pytest.approx(sum(e.seconds for e in epochs), abs=0.01)
     assert report["eval_seconds"] == pytest.approx(sum(e.eval_seconds for e in epochs))
+    # Evaluation, and everything around the epochs, is outside the training seconds.
+    assert report["train_seconds"] + report["eval_seconds"] < RunRecord.load(tmp_path).wall_seconds
 
 
 def test_concurrent_is_refused_outside_the_speed_mode(capsys):
@@ -200,3 +154,10 @@ def test_concurrent_is_refused_outside_the_speed_mode(capsys):
         parse_args(["--concurrent", "2", "--accuracy"])
     assert exit_info.value.code == 2
     assert "--concurrent times the speed mode only" in capsys.readouterr().err
+
+
+def test_utilisation_bench_runs_the_same_trials_both_ways(tmp_path):
+    old, new = (sweep_command(tmp_path / "s", 2, 6, blocking) for blocking in (True, False))
+    assert [a for a in old if a != "++hydra.sweeper._blocking_batches=true"] == new != old
+    (queued,) = [a for a in new if a.startswith("hydra.sweeper.enqueue=")]
+    assert queued.count("optimizer.lr:0.1,") == 3 == queued.count("optimizer.lr:0.0,")

@@ -15,6 +15,9 @@ from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from tests.conftest import DATA_ROOT, run_cli, start_cli, wait_until, without_timings
 
+# Every test here starts the CLI in a subprocess, as a user would.
+pytestmark = pytest.mark.slow
+
 TINY = ["model=tiny", "data.train_subset=1000", "trainer.epochs=2", "trainer.device=cpu"]
 
 

@@ -36,6 +36,14 @@ def _dead_pid() -> int:
 DEAD_PID = _dead_pid()
 
 
+@pytest.fixture(autouse=True)
+def _figures_only_where_looked_at(request, monkeypatch):
+    """Drawing pareto.png and curves.png is most of what compare costs; the tests about
+    the table and comparison.csv skip it, the ones marked `draws` look at the figures."""
+    if request.node.get_closest_marker("draws") is None:
+        monkeypatch.setattr(compare, "write_plots", lambda *args, **kwargs: None)
+
+
 def make_run(
     root: Path,
     name: str,
@@ -262,6 +270,7 @@ def test_status_filter_and_top(sweep, capsys):
     assert [r["run"] for r in read_csv(sweep / "comparison.csv")] == ["2", "1"]
 
 
+@pytest.mark.draws
 def test_writes_csv_and_two_pngs_into_out(sweep, tmp_path, capsys):
     out = tmp_path / "report"
     code, _, err = compare_cli(capsys, sweep, "--out", out)
@@ -308,6 +317,7 @@ def test_globs_and_several_sweeps_together(tmp_path, capsys):
     assert len(read_csv(tmp_path / "comparison.csv")) == 3
 
 
+@pytest.mark.draws
 def test_plots_that_compare_did_not_write_are_kept(tmp_path, sweep, capsys):
     run = make_run(tmp_path, "12-00-00_small", ["model=small"], accs=[99.0])
     (run / record.CURVES).write_bytes(b"the run's own plot")
@@ -459,6 +469,7 @@ def test_short_names_and_values():
     assert compare.short_value("[8,16]") == "[8,16]"
 
 
+@pytest.mark.draws
 def test_sweep_scale_curves_zoom_on_the_finals_without_a_layout_warning(big_sweep, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. matplotlib's "constrained_layout not applied"
@@ -471,6 +482,8 @@ def test_sweep_scale_curves_zoom_on_the_finals_without_a_layout_warning(big_swee
     assert plots.accuracy_floor([*finals, 11.35]) == floor  # a run stuck at chance is no guide
 
 
+@pytest.mark.draws
+@pytest.mark.slow
 def test_real_multirun(tmp_path, data_root):
     result = run_cli(
         "-m",

@@ -65,6 +65,39 @@ def test_dropout_placement_unit_or_block():
     assert count_params(unit) == count_params(block)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_keeps_the_same_distribution(dtype):
+    torch.manual_seed(0)
+    layer = Dropout(0.1)
+    dropped = 6554 / 65536  # p on the 16-bit grid
+    x = torch.ones(1_000_000, dtype=dtype, requires_grad=True)
+    out = layer(x)
+    kept = out != 0
+    assert out.dtype == dtype
+    assert kept.float().mean().item() == pytest.approx(1 - dropped, abs=0.002)
+    # Survivors scaled by 1 / (1 - rate): the layer stays unbiased.
+    expected = torch.tensor(1 / (1 - dropped), dtype=dtype)
+    assert torch.equal(out[kept], expected.expand(int(kept.sum())))
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient flows through the same mask
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_cpu_dropout_mask_is_fresh_per_call_and_follows_the_layout():
+    torch.manual_seed(0)
+    layer = Dropout(0.5)
+    x = torch.ones(8, 16, 6, 6).to(memory_format=torch.channels_last)
+    first, second = layer(x), layer(x)
+    assert first.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(first, second)
+    # Every channel and position gets its own draw: no lane pattern repeats.
+    kept = (first != 0).float()
+    assert kept.mean(dim=(0, 2, 3)).min() > 0.25 and kept.mean(dim=(0, 1)).min() > 0.25
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), first)  # seeded by torch's generator, like nn.Dropout
+
+
 def test_transition_width_zero_means_no_transition():
     none = compose_config(["model=small", "model.t1=null"]).model
     zero = compose_config(["model=small", "model.t1=0"]).model

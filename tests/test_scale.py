@@ -22,8 +22,15 @@ from mnist_sweep.compare import table as compare
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.storage import open_storage
 from mnist_sweep.search.sweeper import FINISHED
-from tests.conftest import compose_config, run_cli, start_cli, wait_until
-from tests.test_sweep import SWEEP, _sweep_dir, run_sweep
+from tests.conftest import (
+    SWEEP,
+    compose_config,
+    run_cli,
+    run_sweep,
+    start_cli,
+    sweep_folder,
+    wait_until,
+)
 
 PASSWORD = "s3cret-never-logged"
 
@@ -108,7 +115,7 @@ def _workers(cwd: Path, storage: str, n: int, *args: str) -> list[subprocess.Pop
 
 def _sweep_study(cwd: Path, storage: str) -> optuna.Study:
     """The study of the one sweep run from cwd (its folder is named after it)."""
-    sweep_dir = _sweep_dir(cwd)
+    sweep_dir = sweep_folder(cwd)
     return optuna.load_study(study_name=sweep_dir.name, storage=storage)
 
 
@@ -126,6 +133,7 @@ def _check_shared_study(cwd: Path, storage: str, n_trials: int) -> list[optuna.t
     return trials
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_on_postgres(tmp_path, postgres_url):
     workers = _workers(
         tmp_path,
@@ -147,7 +155,7 @@ def test_two_workers_share_one_study_on_postgres(tmp_path, postgres_url):
         t for t in trials if t.state == TrialState.FAIL
     ):  # only a lost race for the last one
         assert trial.user_attrs["fail_reason"].startswith("surplus")
-    sweep_dir = _sweep_dir(tmp_path)
+    sweep_dir = sweep_folder(tmp_path)
     winner = json.loads((sweep_dir / "winner.json").read_text())
     assert winner["trials"]["complete"] + winner["trials"]["pruned"] == 4
     # The password came from the environment and is written nowhere.
@@ -156,6 +164,7 @@ def test_two_workers_share_one_study_on_postgres(tmp_path, postgres_url):
             assert PASSWORD not in path.read_text(errors="ignore"), path
 
 
+@pytest.mark.slow
 def test_psycopg2_urls_keep_working(postgres_url):
     url = postgres_url.replace("postgresql://", "postgresql+psycopg2://")
     storage = open_storage(url, heartbeat_interval=30, grace_period=120, on_stale=print)
@@ -164,6 +173,7 @@ def test_psycopg2_urls_keep_working(postgres_url):
     assert optuna.load_study(study_name="psycopg2", storage=postgres_url).best_value == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("scheme", "says"),
     [
@@ -181,6 +191,7 @@ def test_storage_that_cannot_be_opened_is_one_line(tmp_path, scheme, says):
     assert PASSWORD not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
     storage = postgres_url
     args = [
@@ -228,6 +239,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
     assert (row.verdict, row.reason) == (compare.FAILED, dead.user_attrs["fail_reason"])
 
 
+@pytest.mark.slow
 def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):
     """A trial of a worker on another machine that stopped sending heartbeats."""
     storage_url = f"sqlite:///{tmp_path}/outputs/optuna.db"
@@ -254,6 +266,7 @@ def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):
     assert sum(t.state in FINISHED for t in trials) == 2
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     run_sweep(
         tmp_path,

@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots
-from mnist_sweep.bench.sweep import sweep_command
 from mnist_sweep.compare import table as compare
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
@@ -23,42 +22,14 @@ from mnist_sweep.search import report
 from mnist_sweep.search.confirm import launcher_overrides
 from mnist_sweep.search.pruning import TargetPruner, is_feasible
 from mnist_sweep.search.sweeper import FINISHED, derive_study_name
-from tests.conftest import REPO, run_cli, start_cli, wait_until
-
-# The real preset, shrunk: tiny nets on 500 images, so each trial takes seconds
-# on a CPU, searching the three widths only (every other dimension of the
-# preset pinned to tiny's recipe). The low target makes some trials feasible
-# and others not.
-PINNED = [
-    "model.n1=1", "model.n2=1", "model.n3=1", "model.pad1=0", "model.pad2=0", "model.pad3=0",
-    "model.pool2=false", "model.t1=4", "dropout.p=0.1", "dropout.placement=unit",
-    "optimizer.weight_decay=5e-4", "scheduler.pct_start=0.25", "trainer.label_smoothing=0",
-    "average=none",
-]  # fmt: skip
-SWEEP = [
-    "-m", "hparams_search=smallest", "model=tiny", "data.train_subset=500", "data.batch_size=64",
-    "optimizer.lr=0.1", "data.augment.strength=0", "trainer.epochs=2", "trainer.device=cpu",
-    "target_acc=20", "model.w1=range(2,7)", "model.w2=range(2,9)", "model.w3=range(2,9)",
-    *PINNED,
-]  # fmt: skip
+from tests.conftest import REPO, SWEEP, run_cli, run_sweep, start_cli, sweep_folder, wait_until
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def run_sweep(cwd: Path, *args: str) -> None:
-    """A small real sweep (SWEEP plus `args`) run from `cwd`; it must succeed."""
-    result = run_cli(*SWEEP, *args, cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def _study(cwd: Path) -> optuna.Study:
     (name,) = optuna.get_all_study_names(f"sqlite:///{cwd}/outputs/optuna.db")
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/outputs/optuna.db")
-
-
-def _sweep_dir(cwd: Path) -> Path:
-    (sweep_dir,) = (cwd / "outputs" / "sweeps").iterdir()
-    return sweep_dir
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +47,9 @@ def finished_sweep(tmp_path_factory) -> Path:
     return cwd
 
 
+@pytest.mark.slow
 def test_sweep_report_matches_the_study(finished_sweep):
-    study, sweep_dir = _study(finished_sweep), _sweep_dir(finished_sweep)
+    study, sweep_dir = _study(finished_sweep), sweep_folder(finished_sweep)
     assert sweep_dir.name == study.study_name
     trials = study.trials
     assert sum(t.state in FINISHED for t in trials) == 4
@@ -108,21 +80,15 @@ def test_sweep_report_matches_the_study(finished_sweep):
     assert dict(results.best_params) == expected.params
 
 
+@pytest.mark.slow
 def test_sweep_records_its_throughput(finished_sweep):
-    record = json.loads((_sweep_dir(finished_sweep) / "throughput.json").read_text())
+    record = json.loads((sweep_folder(finished_sweep) / "throughput.json").read_text())
     assert record["scheduler"] == "asynchronous"
     assert (record["launcher"], record["workers"], record["trials"]) == ("BasicLauncher", 1, 4)
     wall, busy = record["wall_seconds"], record["trial_seconds"]
     assert 0 < busy <= wall
     assert record["utilisation"] == pytest.approx(busy / wall, abs=1e-3)
     assert record["trials_per_hour"] == pytest.approx(4 * 3600 / wall, rel=1e-3)
-
-
-def test_utilisation_bench_runs_the_same_trials_both_ways(tmp_path):
-    old, new = (sweep_command(tmp_path / "s", 2, 6, blocking) for blocking in (True, False))
-    assert [a for a in old if a != "++hydra.sweeper._blocking_batches=true"] == new != old
-    (queued,) = [a for a in new if a.startswith("hydra.sweeper.enqueue=")]
-    assert queued.count("optimizer.lr:0.1,") == 3 == queued.count("optimizer.lr:0.0,")
 
 
 def test_confirm_runs_through_the_sweeps_launcher(tmp_path):
@@ -139,8 +105,9 @@ REPORT_PLOTS = [report.PARETO_PNG, report.HISTORY_PNG, report.IMPORTANCES_PNG]
 REPORT_PLOTS += [report.INTERMEDIATE_PNG]
 
 
+@pytest.mark.slow
 def test_sweep_folder_holds_the_report_plots(finished_sweep):
-    sweep_dir = _sweep_dir(finished_sweep)
+    sweep_dir = sweep_folder(finished_sweep)
     for name in REPORT_PLOTS:
         image = matplotlib.image.imread(sweep_dir / name)  # a PNG that loads
         height, width = image.shape[:2]
@@ -160,8 +127,9 @@ def test_a_study_too_small_for_a_plot_skips_it_with_a_log_line(tmp_path, caplog)
     assert "no trial completed" in caplog.text
 
 
+@pytest.mark.slow
 def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
-    sweep_dir = _sweep_dir(finished_sweep)
+    sweep_dir = sweep_folder(finished_sweep)
     winner = json.loads((sweep_dir / "winner.json").read_text())
     assert winner["params"] is not None, winner["message"]
     result = run_cli(
@@ -260,6 +228,7 @@ def test_study_name_follows_the_command():
     )
 
 
+@pytest.mark.slow
 def test_pruned_trial_is_pruned_in_the_study_and_its_run_folder(tmp_path):
     # A threshold of 0 points of error prunes every trial after its first epoch.
     run_sweep(
@@ -276,7 +245,7 @@ def test_pruned_trial_is_pruned_in_the_study_and_its_run_folder(tmp_path):
         metrics = RunRecord.load(tmp_path / trial.user_attrs["run_dir"])
         assert metrics.status is RunStatus.PRUNED
         assert len(metrics.epochs) == 1 == len(trial.intermediate_values)
-    winner = json.loads((_sweep_dir(tmp_path) / "winner.json").read_text())
+    winner = json.loads((sweep_folder(tmp_path) / "winner.json").read_text())
     assert winner["params"] is None
 
 
@@ -289,6 +258,7 @@ def mid_sweep(cwd: Path) -> bool:
     return bool(running) and any(t.state == TrialState.COMPLETE for t in trials)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     args = [*SWEEP, "data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=3",
             "hydra/sweeper/pruner=none"]  # fmt: skip
@@ -325,6 +295,7 @@ def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     assert row.reason == failed.user_attrs["fail_reason"]
 
 
+@pytest.mark.slow
 def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
     run_sweep(
         tmp_path,
@@ -341,13 +312,14 @@ def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
     for run_dir in run_dirs:
         metrics = RunRecord.load(tmp_path / run_dir)
         assert metrics.status in (RunStatus.COMPLETED, RunStatus.PRUNED)
-    assert sorted(p.name for p in _sweep_dir(tmp_path).glob("trial_*")) == [
+    assert sorted(p.name for p in sweep_folder(tmp_path).glob("trial_*")) == [
         "trial_000", "trial_001", "trial_002", "trial_003",
     ]  # fmt: skip
-    throughput = json.loads((_sweep_dir(tmp_path) / "throughput.json").read_text())
+    throughput = json.loads((sweep_folder(tmp_path) / "throughput.json").read_text())
     assert (throughput["workers"], throughput["trials"]) == (2, 4)
 
 
+@pytest.mark.slow
 def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
     run_sweep(tmp_path, "hydra.sweeper.n_trials=1", "hydra.sweeper.storage=null")
     assert not (tmp_path / "outputs" / "optuna.db").exists()
@@ -356,6 +328,7 @@ def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
     assert sum(winner["trials"].values()) == 1
 
 
+@pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = [a for a in SWEEP if not a.startswith("optimizer.lr=")]  # lr becomes a dimension
     # Starting trials make the order certain: one that diverges, then three that do not.
@@ -380,6 +353,7 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
             assert metrics.status is RunStatus.FAILED and "diverged" in metrics.error
 
 
+@pytest.mark.slow
 def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
     result = run_cli(
         *SWEEP, "optimizer.lr=1e30", "dropout.p=0", "hydra.sweeper.n_trials=4", cwd=tmp_path
@@ -388,9 +362,10 @@ def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
     assert "error: stopping the sweep: 2 of 2 trials failed" in result.stderr
     assert "Traceback" not in result.stderr
     assert [t.state for t in _study(tmp_path).trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert (_sweep_dir(tmp_path) / "winner.json").is_file()
+    assert (sweep_folder(tmp_path) / "winner.json").is_file()
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
     args = ["data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=3"]
     run = start_cli(*SWEEP, *args, "hydra/sweeper/pruner=none", cwd=tmp_path)
@@ -411,6 +386,7 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
     assert metrics.status is RunStatus.FAILED  # written by the trial's own process
 
 
+@pytest.mark.slow
 def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_path):
     # Stage 1: the screen preset, shrunk; its first trials are its enqueued designs.
     screen = [
@@ -443,6 +419,7 @@ def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_p
     assert shared and stage2.trials[0].params == {**stage2.trials[0].params, **shared}
 
 
+@pytest.mark.slow
 def test_enqueued_keys_outside_the_space_get_one_line(tmp_path):
     result = run_cli(
         *SWEEP, "hydra.sweeper.n_trials=1", "hydra.sweeper.promote.study=no_such_study",

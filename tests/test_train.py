@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mnist_sweep.errors import DataError, TrainingDiverged, UserError
 from mnist_sweep.run import record
@@ -12,7 +13,9 @@ from mnist_sweep.run.build import (
     GPU_EVAL_BATCH,
     build,
     build_net,
+    cpu_threads,
     eval_batch_size,
+    prepare_model,
 )
 from mnist_sweep.run.data import prepare_data, random_affine
 from mnist_sweep.run.fit import evaluate, fit
@@ -39,6 +42,7 @@ def test_short_training_really_learns(quick_cfg, tmp_path):
     assert (tmp_path / record.SUMMARY).is_file() and (tmp_path / record.CURVES).is_file()
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_on_cpu(quick_cfg, tmp_path):
     cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 2})
     first = train(cfg, tmp_path / "a")
@@ -73,7 +77,13 @@ def test_validation_split_is_held_out_and_reported(quick_cfg, tmp_path):
     assert (data.n_train, data.val_x.shape[0]) == (1000, 500)
     metrics = train(cfg, tmp_path)
     assert metrics["val_acc"] == metrics["epochs"][-1]["val_acc"]
-    assert 0 <= metrics["val_acc"] <= 100
+    ckpt = record.load_checkpoint(tmp_path)
+    model = build_model(ckpt.config["model"], ckpt.config["dropout"]["p"])
+    model.load_state_dict(ckpt.state_dict)
+    model.eval()
+    with torch.no_grad():
+        acc = (model(data.val_x).argmax(1) == data.val_y).float().mean().item() * 100
+    assert metrics["val_acc"] == pytest.approx(acc, abs=0.21)  # within one of the 500 images
 
 
 def test_diverging_run_stops_and_is_recorded_as_failed(quick_cfg, tmp_path):
@@ -100,6 +110,36 @@ def test_batch_augmentation_keeps_shape_background_and_varies_per_image():
     assert torch.allclose(same, x, atol=1e-5)
 
 
+def test_channels_last_changes_layout_not_results():
+    cfg = compose_config(["model=era_s6"])
+    # float64: the two layouts sum in different orders, and through six BatchNorm
+    # layers float32 rounding alone moves these gradients by about 1e-3.
+    x = torch.randn(16, 1, 28, 28, dtype=torch.float64)
+    y = torch.randint(0, 10, (16,))
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        trainer_cfg = {"channels_last": channels_last}
+        net = build_model(cfg.model, 0.0).double()
+        model = prepare_model(net, trainer_cfg, torch.device("cpu"))
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        results.append((loss.item(), model[0].weight.grad.clone()))
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-9)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-7, atol=1e-9)
+
+
+def test_cpu_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):
+        assert torch.get_num_threads() == before
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("average", ["none", "ema"])
 def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(
     quick_cfg, tmp_path, average
@@ -138,19 +178,16 @@ def test_resume_refuses_a_different_config_or_a_missing_checkpoint(quick_cfg, tm
         train(cfg, tmp_path / "elsewhere")
 
 
-def test_eval_batch_size_defaults_by_device_and_rejects_nonsense(quick_cfg):
+def test_eval_batch_size_defaults_by_device(quick_cfg):
     cfg = quick_cfg("model=tiny")
     assert cfg.data.eval_batch_size is None
     assert eval_batch_size(cfg.data, torch.device("cpu")) == CPU_EVAL_BATCH
     assert eval_batch_size(cfg.data, torch.device("cuda")) == GPU_EVAL_BATCH
     cfg.data.eval_batch_size = 500
     assert eval_batch_size(cfg.data, torch.device("cpu")) == 500
-    for bad in (0, -1, 2.5, True):
-        cfg.data.eval_batch_size = bad
-        with pytest.raises(UserError, match="data.eval_batch_size must be a positive integer"):
-            eval_batch_size(cfg.data, torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_evaluation_batch_size_changes_speed_not_results(data_root):
     cfg = compose_config(["model=era_s6", f"data.root={data_root}"])
     data = prepare_data(cfg.data, torch.device("cpu"))
@@ -165,6 +202,7 @@ def test_evaluation_batch_size_changes_speed_not_results(data_root):
     assert acc_a == pytest.approx(acc_b, abs=0.051)
 
 
+@pytest.mark.slow
 def test_averaged_weights_are_the_ones_evaluated_and_saved(quick_cfg, tmp_path):
     cfg = quick_cfg(
         "model=small",
