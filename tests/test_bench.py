@@ -138,6 +138,7 @@ def test_bad_override_is_one_line(capsys):
     assert err.startswith("error: Could not override 'trainer.no_such_key'"), err
 
 
+@pytest.mark.slow
 def test_time_to_target_counts_only_training_seconds(quick_cfg, tmp_path: Path):
     cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 2})
     report = run_time_to_target(cfg, tmp_path)

@@ -317,6 +317,7 @@ def test_globs_and_several_sweeps_together(tmp_path, capsys):
     assert len(read_csv(tmp_path / "comparison.csv")) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.draws
 def test_plots_that_compare_did_not_write_are_kept(tmp_path, sweep, capsys):
     run = make_run(tmp_path, "12-00-00_small", ["model=small"], accs=[99.0])
@@ -469,6 +470,7 @@ def test_short_names_and_values():
     assert compare.short_value("[8,16]") == "[8,16]"
 
 
+@pytest.mark.slow
 @pytest.mark.draws
 def test_sweep_scale_curves_zoom_on_the_finals_without_a_layout_warning(big_sweep, capsys):
     with warnings.catch_warnings():

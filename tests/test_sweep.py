@@ -162,6 +162,7 @@ def _study_with(trials: list[tuple[int, float]], target: float) -> optuna.Study:
     return study
 
 
+@pytest.mark.slow
 def test_infeasible_trial_is_never_the_winner(tmp_path):
     # The smallest trial misses the target by a hair; the winner must be the next feasible one.
     study = _study_with([(900, 99.39), (1500, 99.41), (1200, 98.0), (3000, 99.6)], target=99.4)

@@ -69,6 +69,7 @@ def test_checkpoint_loads_with_weights_only_and_reproduces_accuracy(quick_cfg, t
     assert acc == pytest.approx(metrics["test_acc"], abs=0.011)  # within one test image
 
 
+@pytest.mark.slow
 def test_validation_split_is_held_out_and_reported(quick_cfg, tmp_path):
     cfg = quick_cfg(
         "model=tiny", **{"data.train_subset": 1500, "data.val_size": 500, "trainer.epochs": 1}
@@ -167,6 +168,7 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(
     assert resumed["test_acc"] == uninterrupted["test_acc"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config_or_a_missing_checkpoint(quick_cfg, tmp_path):
     cfg = quick_cfg("model=tiny", **{"data.train_subset": 500, "trainer.epochs": 1})
     train(cfg, tmp_path / "run")
