@@ -38,6 +38,18 @@ def display_url(url: str | None) -> str:
 
 SWEEP_SETTING = "hydra.sweeper.storage (or MNIST_SWEEP_STORAGE)"
 
+_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def _mask_secrets(text: str, url: str) -> str:
+    """A driver's message with the password masked where drivers echo it (the URL itself,
+    a `password=` conninfo pair), and nowhere else: a short password must not mangle
+    ordinary words."""
+    if url:
+        text = text.replace(url, display_url(url))
+    text = _PASSWORD.sub(r"\1***@", text)
+    return _CONNINFO_PASSWORD.sub(r"\1***", text)
+
 
 def refuse(url: str, error: BaseException, setting: str = SWEEP_SETTING) -> NoReturn:
     """End the command with one line on why storage `url` cannot be used; `setting` is
@@ -47,8 +59,7 @@ def refuse(url: str, error: BaseException, setting: str = SWEEP_SETTING) -> NoRe
     shown = display_url(url)
     lines = str(getattr(error, "orig", None) or error).strip().splitlines()
     why = lines[0] if lines else type(error).__name__
-    if password := _PASSWORD.search(url):
-        why = why.replace(password.group(2), "***") if password.group(2) else why
+    why = _mask_secrets(why, url)
     if isinstance(error, (ImportError, NoSuchModuleError)):
         user_error(
             f"cannot open storage {shown}: its database driver is missing ({why}); for "
