@@ -430,6 +430,17 @@ def test_enqueued_keys_outside_the_space_get_one_line(tmp_path):
     assert "no_such_study" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+def test_a_bad_swept_value_stops_the_sweep_before_its_first_trial(tmp_path):
+    result = run_cli(*SWEEP, "optimizer.momentum=choice(0.9,-1)", cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: swept value optimizer.momentum=-1: optimizer.momentum=-1"), line
+    assert "hparams_search preset" in line
+    trials = list((tmp_path / "outputs" / "sweeps").rglob("trial_*"))
+    assert trials == [], trials  # no trial was launched
+
+
 def test_promotion_takes_target_meeters_then_the_front_each_design_once():
     from optuna.distributions import IntDistribution
 

@@ -19,6 +19,8 @@ params, custom_search_space) and adds what the stock one lacks:
   Optuna's heartbeat, or at once for a dead process on this machine) and
   retried with Optuna's RetryHeartbeatStaleTrialCallback, and only the trials
   still owed are run;
+- a space checked before the first trial (search/space.py): a swept value the
+  schema refuses ends the sweep with one line instead of failing every trial;
 - failures: a failing trial is recorded FAIL with its reason and the sweep goes
   on, until more than max_failure_rate * n_trials trials have failed;
 - the report (winner.json, Pareto front) in the sweep folder.
@@ -60,6 +62,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from mnist_sweep.errors import ConfigError
 from mnist_sweep.run import record
 from mnist_sweep.search import report
 from mnist_sweep.search.pruning import (
@@ -69,6 +72,7 @@ from mnist_sweep.search.pruning import (
     selection_split,
 )
 from mnist_sweep.search.samplers import bind_grid
+from mnist_sweep.search.space import check_space
 from mnist_sweep.search.storage import display_url, open_storage, user_error
 
 log = logging.getLogger(__name__)
@@ -538,6 +542,10 @@ class SmallestNetSweeper(OptunaSweeperImpl):
         )
         for name in fixed_params:
             distributions.pop(name, None)
+        try:
+            check_space(self.config, distributions, fixed_params)
+        except ConfigError as e:
+            user_error(f"{e}; fix it on the command line or in the hparams_search preset")
         self.sampler, self.n_trials = bind_grid(self.sampler, distributions, self.n_trials)
         self._space = (distributions, fixed_params, fixed_overrides)
         study = self._open_study()
