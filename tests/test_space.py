@@ -1,13 +1,17 @@
-"""A sweep's space is checked against the schema before its first trial: the shipped
-presets pass, a bad swept or fixed value is named in one line. No training."""
+"""A sweep's settings and space are checked before its first trial: the shipped presets
+pass, a bad setting or a bad swept or fixed value is named in one line. No training."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+from omegaconf import OmegaConf
 
 from mnist_sweep.config import compose_config
 from mnist_sweep.errors import ConfigError
+from mnist_sweep.schema.sweeper import Sweeper, validate_sweeper
 from mnist_sweep.search.space import check_space
 
 
@@ -40,3 +44,32 @@ def test_a_value_no_trial_could_train_with_is_named(change, says):
         _check("smallest", change)
     assert str(error.value).startswith(says), str(error.value)
     assert "\n" not in str(error.value)
+
+
+def _settings(preset: str, *overrides: str) -> dict:
+    config = compose_config([f"hparams_search={preset}", *overrides], return_hydra_config=True)
+    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    return {key: sweeper[key] for key in Sweeper.model_fields}
+
+
+@pytest.mark.parametrize("preset", ["smallest", "screen"])
+def test_the_shipped_sweeper_settings_pass(preset):
+    validate_sweeper(_settings(preset))
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0: must be >= 1"),
+        (
+            "hydra.sweeper.max_failure_rate=1.5",
+            "hydra.sweeper.max_failure_rate=1.5: must be in [0, 1]",
+        ),
+        ("hydra.sweeper.n_jobs=two", "hydra.sweeper.n_jobs='two': must be an integer"),
+        ("hydra.sweeper.promote.top=0", "hydra.sweeper.promote.top=0: must be >= 1"),
+        ("hydra.sweeper.retry_failed=-1", "hydra.sweeper.retry_failed=-1: must be >= 0"),
+    ],
+)
+def test_a_bad_sweeper_setting_is_named(override, says):
+    with pytest.raises(ConfigError, match=f"^{re.escape(says)}$"):
+        validate_sweeper(_settings("smallest", override))

@@ -64,6 +64,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_sweep.errors import ConfigError
 from mnist_sweep.run import record
+from mnist_sweep.schema.sweeper import validate_sweeper
 from mnist_sweep.search import report
 from mnist_sweep.search.pruning import (
     accuracy_of,
@@ -131,6 +132,11 @@ def _busy_seconds(run_dir: str | None, launched: float, returned: float) -> floa
     return min(max(ended - launched, 0.0), returned - launched)
 
 
+def _plain(value: Any) -> Any:
+    """A sweeper setting as plain Python (Hydra hands lists and mappings over as configs)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 class SmallestNetSweeper(OptunaSweeperImpl):
     def __init__(
         self,
@@ -157,6 +163,18 @@ class SmallestNetSweeper(OptunaSweeperImpl):
                 "this sweeper minimises the parameter count under an accuracy constraint; "
                 f"hydra.sweeper.direction must be 'minimize', got {direction!r}"
             )
+        try:
+            validate_sweeper(
+                {
+                    "storage": storage, "study_name": study_name, "n_trials": n_trials,
+                    "n_jobs": n_jobs, "max_failure_rate": max_failure_rate,
+                    "confirm_seeds": confirm_seeds, "heartbeat_interval": heartbeat_interval,
+                    "grace_period": grace_period, "retry_failed": retry_failed,
+                    "enqueue": _plain(enqueue) or [], "promote": _plain(promote),
+                }
+            )  # fmt: skip
+        except ConfigError as e:
+            user_error(str(e))
         super().__init__(
             instantiate(sampler, _execution_whitelist_=SAMPLER_TARGETS),
             direction,
