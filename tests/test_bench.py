@@ -16,14 +16,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mnist_sweep.bench.speed import (
-    _training_worker,
-    main,
-    parse_args,
-    reference_model,
-    run_time_to_target,
-)
+from mnist_sweep.bench.cli import main, parse_args
+from mnist_sweep.bench.modes import run_time_to_target
+from mnist_sweep.bench.reference import reference_model
 from mnist_sweep.bench.sweep import sweep_command
+from mnist_sweep.bench.timing import _training_worker
 from mnist_sweep.run import record
 from mnist_sweep.run.model import Dropout, build_model
 from mnist_sweep.run.record import RunRecord

@@ -1,5 +1,5 @@
 """`python -m mnist_sweep.bench [--mode] [overrides]`"""
 
-from mnist_sweep.bench.speed import main
+from mnist_sweep.bench.cli import main
 
 raise SystemExit(main())
