@@ -35,6 +35,7 @@ def test_every_group_has_its_promised_options():
     for option in ["none", "ema", "swa"]:
         assert ("average", option) in found
     assert ("experiment", "record_3762") in found
+    assert ("experiment", "smallest") in found and ("experiment", "under_4k") in found
     for option in ["sgd", "adam", "adamw"]:
         assert ("optimizer", option) in found
     for option in ["onecycle", "step", "cosine", "none"]:

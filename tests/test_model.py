@@ -44,6 +44,31 @@ def test_record_preset_has_the_published_layout():
     assert cfg.data.batch_size == 32 and cfg.optimizer.lr == 0.1 and cfg.trainer.epochs == 15
 
 
+def two_conv_blocks_arithmetic(w1: int, w2: int, w3: int, t1: int) -> int:
+    """The `smallest` layout: three blocks of two bias-free 3x3 conv units, a 1x1
+    transition after block 1, GAP and a linear layer to 10 classes."""
+    convs = [(1, w1), (w1, w1), (t1, w2), (w2, w2), (w2, w3), (w3, w3)]
+    return sum(conv_bn(cin, cout, False) for cin, cout in convs) + w1 * t1 + w3 * 10 + 10
+
+
+@pytest.mark.parametrize(
+    ("experiment", "widths", "expected"),
+    [("smallest", (8, 13, 14, 5), 6486), ("under_4k", (6, 10, 11, 4), 3969)],
+)
+def test_the_answer_experiments_have_their_stated_parameter_counts(experiment, widths, expected):
+    cfg = compose_config([f"experiment={experiment}"])
+    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
+    assert count_params(model) == two_conv_blocks_arithmetic(*widths) == expected
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [widths[0]] * 2 + [widths[3]] + [widths[1]] * 2 + [
+        widths[2]
+    ] * 2
+    # Block 2 is unpadded; both pools are there; the recipe ships an EMA, no dropout.
+    assert [c.padding for c in convs if c.kernel_size == (3, 3)][2:4] == [(0, 0), (0, 0)]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model) == 2
+    assert cfg.average.kind == "ema" and cfg.dropout.p == 0 and cfg.trainer.epochs == 15
+
+
 @pytest.mark.parametrize("preset", ["tiny", "small", "medium"])
 def test_presets_are_the_shared_template_with_other_knobs(preset: str):
     expected = {"tiny": 1046, "small": 4882, "medium": 14678}[preset]
