@@ -368,7 +368,9 @@ def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
-    args = ["data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=3"]
+    # More trials than the test waits for: should Ctrl-C land after the trial it
+    # saw mid-way has ended, the sweep is still running the next one.
+    args = ["data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=6"]
     run = start_cli(*SWEEP, *args, "hydra/sweeper/pruner=none", cwd=tmp_path)
     try:
         wait_until(lambda: mid_sweep(tmp_path), "a trial mid-way", alive=lambda: run.poll() is None)
