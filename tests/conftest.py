@@ -9,6 +9,7 @@ or training for longer). `pytest -m "not slow"` runs the first two.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -149,10 +150,16 @@ def run_cli(
 
 
 def start_cli(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
-    """Start `python -m mnist_sweep ARGS` in its own session, so os.killpg can kill it whole."""
+    """Start `python -m mnist_sweep ARGS` in its own session, so os.killpg can kill it whole.
+
+    SIGINT is reset to its default in the child, as in a terminal: a test suite
+    started in the background by a shell without job control inherits SIGINT
+    ignored, and Python then never raises KeyboardInterrupt for a Ctrl-C.
+    """
     return subprocess.Popen(
         [*CLI, *args], cwd=cwd, env=cli_env(**env), start_new_session=True, text=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 
