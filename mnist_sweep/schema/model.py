@@ -26,6 +26,7 @@ class Block(Section):
     padding: Any = 1  # Padding, or a list of them, one per conv
     pool: bool = False
     transition: NonNegativeInt | None = None  # 1x1 conv width; 0 or null: none
+    separable: bool = False  # each 3x3 conv depthwise, then 1x1 to the width
 
     @field_validator("padding")
     @classmethod
@@ -53,7 +54,7 @@ class Block(Section):
 
 # The three_blocks template's scalar knobs, which its blocks read by interpolation.
 # Presets written as explicit blocks (era_s5, era_s6) have none of them.
-SET_IF_PRESENT = tuple(f"{k}{i}" for k in ("w", "n", "pad", "pool") for i in (1, 2, 3))
+SET_IF_PRESENT = tuple(f"{k}{i}" for k in ("w", "n", "pad", "pool", "sep") for i in (1, 2, 3))
 
 
 class Model(Section):
@@ -76,6 +77,9 @@ class Model(Section):
     pool1: bool | None = None
     pool2: bool | None = None
     pool3: bool | None = None
+    sep1: bool | None = None
+    sep2: bool | None = None
+    sep3: bool | None = None
     t1: NonNegativeInt | None = None  # 0 or null: no transition
     t2: NonNegativeInt | None = None
     t3: NonNegativeInt | None = None
