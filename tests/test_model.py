@@ -7,10 +7,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from mnist_sweep.errors import ConfigError
 from mnist_sweep.run.averaging import build_average
 from mnist_sweep.run.data import augment_batch, augmentation, random_brightness_contrast
 from mnist_sweep.run.model import Dropout, build_model, count_params
 from mnist_sweep.run.optim import build_optimizer, build_scheduler
+from mnist_sweep.schema import validate
 from tests.conftest import compose_config
 
 
@@ -67,6 +69,38 @@ def test_the_answer_experiments_have_their_stated_parameter_counts(experiment, w
     assert [c.padding for c in convs if c.kernel_size == (3, 3)][2:4] == [(0, 0), (0, 0)]
     assert sum(isinstance(m, nn.MaxPool2d) for m in model) == 2
     assert cfg.average.kind == "ema" and cfg.dropout.p == 0 and cfg.trainer.epochs == 15
+
+
+def separable_bn(cin: int, cout: int) -> int:
+    """A depthwise 3x3 conv, a 1x1 conv to `cout` (both bias-free), then BatchNorm."""
+    return 9 * cin + cin * cout + 2 * cout
+
+
+def test_separable_blocks_count_a_depthwise_and_a_pointwise_conv_per_unit():
+    cfg = compose_config(
+        ["experiment=smallest", "model.t1=0", "model.w2=22", "model.w3=26"]
+        + ["model.sep2=true", "model.sep3=true"]
+    )
+    model = build_model(cfg.model)
+    units = [(8, 22), (22, 22), (22, 26), (26, 26)]
+    expected = (
+        (conv_bn(1, 8, False) + conv_bn(8, 8, False) + sum(separable_bn(*u) for u in units))
+        + 26 * 10
+        + 10
+    )
+    assert count_params(model) == expected == 3752
+    depthwise = [m for m in model if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert [(m.in_channels, m.groups, m.bias) for m in depthwise] == [
+        (c, c, None) for c in (8, 22, 22, 26)
+    ]
+    # Block 2 stays unpadded and block 3 padded: the maps are 14 -> 12 -> 10 -> 5 -> 5 -> 5.
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert [m.padding for m in depthwise] == [(0, 0), (0, 0), (1, 1), (1, 1)]
+
+
+def test_separable_knob_must_be_a_bool():
+    with pytest.raises(ConfigError, match="model.sep2"):
+        validate(compose_config(["model=small", "model.sep2=3"]))
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "medium"])
