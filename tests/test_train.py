@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from mnist_sweep.errors import DataError, TrainingDiverged, UserError
+from mnist_sweep.errors import ConfigError, DataError, TrainingDiverged, UserError
 from mnist_sweep.run import record
 from mnist_sweep.run.build import (
     CPU_EVAL_BATCH,
@@ -18,10 +19,12 @@ from mnist_sweep.run.build import (
     prepare_model,
 )
 from mnist_sweep.run.data import prepare_data, random_affine
+from mnist_sweep.run.distill import distillation_loss
 from mnist_sweep.run.fit import evaluate, fit
 from mnist_sweep.run.model import build_model, count_params
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.run.train import train
+from mnist_sweep.schema import validate
 from tests.conftest import compose_config, without_timings
 
 
@@ -295,3 +298,71 @@ def test_a_callback_that_raises_stops_fit(quick_cfg):
     with pytest.raises(KeyboardInterrupt):
         fit(run, range(1, 4), [stop_after_first])
     assert epochs == [1]
+
+
+def _finished_run(cfg, run_dir):
+    """A run folder as the CLI leaves it: trained, with Hydra's config beside it."""
+    train(cfg, run_dir)
+    (run_dir / record.HYDRA_DIR).mkdir()
+    OmegaConf.save(cfg, run_dir / record.HYDRA_CONFIG)
+    return run_dir
+
+
+def test_a_student_learns_from_the_teacher_alone(quick_cfg, tmp_path):
+    # A teacher with dropout, whose layers shift the numbering of its weights.
+    teacher_cfg = quick_cfg("model=small", "dropout=default")
+    teacher = _finished_run(teacher_cfg, tmp_path / "teacher")
+    weights = (teacher / record.CHECKPOINT).read_bytes()
+    # alpha 1: the labels carry no weight, so all it learns comes from the teacher.
+    student = quick_cfg(
+        "model=small", "distill=teacher", f"distill.teacher={teacher}", "distill.alpha=1"
+    )
+    metrics = train(student, tmp_path / "student")
+    assert metrics["params"] == 4882  # the student's own; the teacher is not counted
+    assert metrics["test_acc"] > 85.0  # chance is 10%
+    assert (teacher / record.CHECKPOINT).read_bytes() == weights  # the teacher is left as it was
+    run = build(student)
+    assert not any(p.requires_grad for p in run.teacher.parameters()) and not run.teacher.training
+
+
+def test_distillation_loss_mixes_the_labels_and_the_teacher():
+    logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    hard = F.cross_entropy(logits, labels).item()
+    # A teacher that agrees with the student adds nothing; alpha weighs the labels' share.
+    same = distillation_loss(logits, labels, logits, 0.25, 4.0).item()
+    assert same == pytest.approx(0.75 * hard)
+    other = torch.randn(8, 10)
+    soft = F.kl_div(F.log_softmax(logits / 2, 1), F.softmax(other / 2, 1), reduction="batchmean")
+    mixed = distillation_loss(logits, labels, other, 0.5, 2.0).item()
+    assert mixed == pytest.approx(0.5 * hard + 0.5 * 4 * soft.item(), rel=1e-5)
+
+
+def test_a_teacher_that_is_not_a_finished_run_is_one_line(quick_cfg, tmp_path):
+    cfg = quick_cfg("model=tiny", "distill=teacher", f"distill.teacher={tmp_path / 'nope'}")
+    with pytest.raises(UserError, match=r"^distill.teacher=.*nope: .* is not a run folder"):
+        build(cfg)
+    # A config without a checkpoint: training never finished an epoch there.
+    (tmp_path / "half" / record.HYDRA_DIR).mkdir(parents=True)
+    OmegaConf.save(cfg, tmp_path / "half" / record.HYDRA_CONFIG)
+    cfg.distill.teacher = str(tmp_path / "half")
+    with pytest.raises(UserError, match=r"checkpoint.pt is missing; train the teacher"):
+        build(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("distill.alpha=0", "distill.alpha=0"),
+        ("distill.temperature=0", "distill.temperature=0"),
+        ("distill.teacher=''", "distill.teacher"),
+    ],
+)
+def test_bad_distill_settings_are_named(override, message):
+    cfg = compose_config(["distill=teacher", "distill.teacher=somewhere", override])
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_distill_teacher_must_be_given():
+    with pytest.raises(ConfigError, match="distill.teacher"):
+        validate(compose_config(["distill=teacher"]))

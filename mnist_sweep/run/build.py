@@ -21,6 +21,7 @@ from torch import nn
 from mnist_sweep.errors import UserError
 from mnist_sweep.run.averaging import WeightAverage, build_average
 from mnist_sweep.run.data import DeviceData, prepare_data
+from mnist_sweep.run.distill import load_teacher
 from mnist_sweep.run.model import build_model, count_params
 from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
 
@@ -117,6 +118,7 @@ class Run(Net):
     scheduler: torch.optim.lr_scheduler.LRScheduler
     average: WeightAverage | None
     steps_per_epoch: int
+    teacher: nn.Module | None = None  # frozen; its outputs are a second target (run/distill.py)
 
     def shipped(self) -> nn.Module:
         """The weights this run evaluates and ships: the average, once it holds any."""
@@ -146,6 +148,9 @@ def build_net(cfg: DictConfig) -> Net:
 def build(cfg: DictConfig, net: Net | None = None) -> Run:
     """Everything `cfg` asks for, from `net` if it was built already (else built here)."""
     net = net if net is not None else build_net(cfg)
+    teacher = load_teacher(cfg.get("distill"), net.device)  # a bad folder fails before the data
+    if teacher is not None:
+        teacher = prepare_model(teacher, cfg.trainer, net.device)
     data = prepare_data(cfg.data, net.device)
     model = prepare_model(net.model, cfg.trainer, net.device)
     optimizer = build_optimizer(cfg.optimizer, model)
@@ -159,4 +164,5 @@ def build(cfg: DictConfig, net: Net | None = None) -> Run:
         scheduler=scheduler,
         average=average,
         steps_per_epoch=steps,
+        teacher=teacher,
     )

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mnist_sweep.errors import TrainingDiverged
 from mnist_sweep.run.build import Run
 from mnist_sweep.run.data import DeviceData, augment_batch, augmentation
+from mnist_sweep.run.distill import distillation_loss
 from mnist_sweep.run.optim import steps_per_epoch
 from mnist_sweep.run.record import EpochRow
 
@@ -46,6 +47,9 @@ def train_epoch(
     # Read once: config lookups cost more than they look, and these are per-step.
     augment = augmentation(cfg.data.augment, cfg.data.mean, cfg.data.std)
     label_smoothing = float(cfg.trainer.get("label_smoothing", 0.0))
+    teacher = run.teacher
+    if teacher is not None:
+        alpha, temperature = float(cfg.distill.alpha), float(cfg.distill.temperature)
     perm = torch.randperm(n, device=data.train_x.device, generator=run.generator)
     # Sums stay on the device: reading them every step would stall a GPU.
     loss_sum = torch.zeros((), device=data.train_x.device)
@@ -61,7 +65,14 @@ def train_epoch(
             x = augment_batch(x, data.background, run.generator, **augment)
         with run.autocast():
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if teacher is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            else:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                loss = distillation_loss(
+                    logits, y, teacher_logits, alpha, temperature, label_smoothing
+                )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -6,7 +6,7 @@ allowed. What needs more than the config (the feature map followed through the
 net, a CUDA device being there, the data files) is checked where it is computed.
 
 Modules by group: data (data), model (model, dropout), optim (optimizer,
-scheduler), trainer (trainer, average); the top-level keys are below.
+scheduler), trainer (trainer, average, distill); the top-level keys are below.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from mnist_sweep.schema.data import Data
 from mnist_sweep.schema.messages import one_line
 from mnist_sweep.schema.model import Dropout, Model
 from mnist_sweep.schema.optim import Optimizer, Scheduler
-from mnist_sweep.schema.trainer import Average, Trainer
+from mnist_sweep.schema.trainer import Average, Distill, Trainer
 
 __all__ = ["Config", "validate"]
 
@@ -38,6 +38,7 @@ class Config(Section):
     optimizer: Optimizer
     scheduler: Scheduler
     average: Average
+    distill: Distill
     trainer: Trainer
     target_acc: Annotated[float, Field(gt=0, le=100)]  # percent
 
@@ -46,7 +47,7 @@ def _resolved(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg, DictConfig):
         return dict(cfg)
     try:
-        values = OmegaConf.to_container(cfg, resolve=True)
+        values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:  # an interpolation that does not resolve
         where = f"{e.full_key}: " if getattr(e, "full_key", None) else ""
         raise ConfigError(f"{where}{str(e).splitlines()[0]}") from None

@@ -1,4 +1,5 @@
-"""The `trainer` group (how a run is executed) and the `average` group (what it ships)."""
+"""The `trainer` group (how a run is executed), the `average` group (what it ships) and
+the `distill` group (a teacher's output as a second target)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,9 @@ class SWA(Section):
 
 
 Average = Annotated[NoAverage | EMA | SWA, Field(discriminator="kind")]
+
+
+class Distill(Section):
+    teacher: Annotated[str, Field(min_length=1)] | None  # a finished run folder; null: none
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.5  # 0 would be no teacher: distill=none
+    temperature: Annotated[float, Field(gt=0)] = 4.0

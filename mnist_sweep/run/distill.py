@@ -1,0 +1,79 @@
+"""Knowledge distillation: a finished run's net as a second target for the one training.
+
+The teacher is rebuilt from its run folder (the model config in
+.hydra/config.yaml, the shipped weights in checkpoint.pt), frozen, and run
+forward on the student's batches. The loss is Hinton et al.'s (2015): the
+labels' cross-entropy weighted 1 - alpha, plus alpha times T^2 times the KL
+divergence between the teacher's and the student's outputs at temperature T
+(T^2 keeps the soft term's gradients on the scale of the hard one's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from mnist_sweep.errors import RunRecordError, UserError
+from mnist_sweep.run import record
+from mnist_sweep.run.model import build_model, count_params
+
+
+class TeacherError(UserError):
+    """distill.teacher does not name a finished run folder."""
+
+
+def load_teacher(distill_cfg: Any, device: torch.device) -> nn.Module | None:
+    """The frozen teacher that `distill` names, on `device` in eval mode; None without one."""
+    if distill_cfg is None or distill_cfg.get("teacher") is None:
+        return None
+    given = distill_cfg.teacher
+    run_dir = Path(given).expanduser().resolve()  # relative: from where the command started
+    where = f"distill.teacher={given}"
+    if not (run_dir / record.HYDRA_CONFIG).is_file():
+        raise TeacherError(
+            f"{where}: {run_dir} is not a run folder (no {record.HYDRA_CONFIG}); "
+            "give the folder a finished training left, or use distill=none"
+        )
+    try:
+        state = record.load_checkpoint(run_dir).state_dict
+    except RunRecordError as e:
+        raise TeacherError(f"{where}: {e}; train the teacher to the end first") from None
+    teacher_cfg = OmegaConf.load(run_dir / record.HYDRA_CONFIG)
+    # Its dropout layers too: they hold no weights, but they number the layers.
+    dropout = teacher_cfg.get("dropout") or {}
+    teacher = build_model(
+        teacher_cfg.model, dropout.get("p", 0.0), dropout.get("placement", "unit")
+    )
+    try:
+        teacher.load_state_dict(state)
+    except RuntimeError:
+        raise TeacherError(
+            f"{where}: its checkpoint does not fit the net its config describes "
+            f"({count_params(teacher):,} params); the folder was changed after training"
+        ) from None
+    teacher.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
+def distillation_loss(
+    logits: Tensor,
+    labels: Tensor,
+    teacher_logits: Tensor,
+    alpha: float,
+    temperature: float,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """(1 - alpha) * CE(logits, labels) + alpha * T^2 * KL(teacher || student) at temperature T."""
+    hard = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    soft = F.kl_div(
+        F.log_softmax(logits / temperature, dim=1),
+        F.log_softmax(teacher_logits.float() / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1 - alpha) * hard + alpha * temperature**2 * soft
