@@ -93,6 +93,16 @@ def test_missing_mnist_says_where_it_looked(tmp_path):
     assert err.strip().count("\n") == 0
 
 
+def test_missing_teacher_is_one_line_with_a_relative_path_from_the_start_directory(tmp_path):
+    # The default of experiment=smallest's kind: a folder relative to where the command starts.
+    result = run_cli(*TINY, "distill=teacher", "distill.teacher=outputs/no_teacher", cwd=tmp_path)
+    err = _one_line_error(
+        result, "distill.teacher=outputs/no_teacher", str(tmp_path / "outputs" / "no_teacher"),
+        "is not a run folder", "distill=none",
+    )  # fmt: skip
+    assert err.strip().count("\n") == 0
+
+
 def test_missing_mnist_via_environment_variable(tmp_path):
     result = run_cli(*TINY, cwd=tmp_path, env={"MNIST_DATA": str(tmp_path / "empty")})
     _one_line_error(result, "MNIST not found", str(tmp_path / "empty"))

@@ -345,7 +345,15 @@ def test_a_teacher_that_is_not_a_finished_run_is_one_line(quick_cfg, tmp_path):
     (tmp_path / "half" / record.HYDRA_DIR).mkdir(parents=True)
     OmegaConf.save(cfg, tmp_path / "half" / record.HYDRA_CONFIG)
     cfg.distill.teacher = str(tmp_path / "half")
-    with pytest.raises(UserError, match=r"checkpoint.pt is missing; train the teacher"):
+    with pytest.raises(UserError, match=r"metrics.json is missing; train the teacher"):
+        build(cfg)
+    # A run that stopped half-way is no teacher either.
+    half = quick_cfg("model=tiny", **{"trainer.epochs": 2})
+    train(half, tmp_path / "half")
+    metrics = RunRecord.load(tmp_path / "half")
+    metrics.status, metrics.epochs = RunStatus.RUNNING, metrics.epochs[:1]
+    metrics.save(tmp_path / "half")
+    with pytest.raises(UserError, match=r"that run is running after 1 of 2 epochs; finish it"):
         build(cfg)
 
 

@@ -40,9 +40,16 @@ def load_teacher(distill_cfg: Any, device: torch.device) -> nn.Module | None:
             "give the folder a finished training left, or use distill=none"
         )
     try:
+        run = record.RunRecord.load(run_dir)
         state = record.load_checkpoint(run_dir).state_dict
     except RunRecordError as e:
         raise TeacherError(f"{where}: {e}; train the teacher to the end first") from None
+    if run.status is not record.RunStatus.COMPLETED:
+        raise TeacherError(
+            f"{where}: that run is {run.status.value} after {len(run.epochs)} of "
+            f"{run.epochs_planned} epochs; finish it first (the same command with "
+            "trainer.resume=true), or give another"
+        )
     teacher_cfg = OmegaConf.load(run_dir / record.HYDRA_CONFIG)
     # Its dropout layers too: they hold no weights, but they number the layers.
     dropout = teacher_cfg.get("dropout") or {}
