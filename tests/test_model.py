@@ -55,7 +55,7 @@ def two_conv_blocks_arithmetic(w1: int, w2: int, w3: int, t1: int) -> int:
 
 @pytest.mark.parametrize(
     ("experiment", "widths", "expected"),
-    [("smallest", (8, 13, 14, 5), 6486), ("under_4k", (6, 10, 11, 4), 3969)],
+    [("smallest", (8, 13, 14, 5), 6486), ("teacher_8493", (9, 15, 16, 6), 8493)],
 )
 def test_the_answer_experiments_have_their_stated_parameter_counts(experiment, widths, expected):
     cfg = compose_config([f"experiment={experiment}"])
@@ -76,12 +76,9 @@ def separable_bn(cin: int, cout: int) -> int:
     return 9 * cin + cin * cout + 2 * cout
 
 
-def test_separable_blocks_count_a_depthwise_and_a_pointwise_conv_per_unit():
-    cfg = compose_config(
-        ["experiment=smallest", "model.t1=0", "model.w2=22", "model.w3=26"]
-        + ["model.sep2=true", "model.sep3=true"]
-    )
-    model = build_model(cfg.model)
+def test_under_4k_is_separable_and_has_its_stated_parameter_count():
+    cfg = compose_config(["experiment=under_4k"])
+    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
     units = [(8, 22), (22, 22), (22, 26), (26, 26)]
     expected = (
         (conv_bn(1, 8, False) + conv_bn(8, 8, False) + sum(separable_bn(*u) for u in units))
@@ -96,6 +93,7 @@ def test_separable_blocks_count_a_depthwise_and_a_pointwise_conv_per_unit():
     # Block 2 stays unpadded and block 3 padded: the maps are 14 -> 12 -> 10 -> 5 -> 5 -> 5.
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert [m.padding for m in depthwise] == [(0, 0), (0, 0), (1, 1), (1, 1)]
+    assert cfg.average.kind == "ema" and cfg.dropout.p == 0 and cfg.distill.teacher is None
 
 
 def test_separable_knob_must_be_a_bool():
