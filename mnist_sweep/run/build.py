@@ -148,7 +148,7 @@ def build_net(cfg: DictConfig) -> Net:
 def build(cfg: DictConfig, net: Net | None = None) -> Run:
     """Everything `cfg` asks for, from `net` if it was built already (else built here)."""
     net = net if net is not None else build_net(cfg)
-    teacher = load_teacher(cfg.get("distill"), net.device)  # a bad folder fails before the data
+    teacher = load_teacher(cfg.get("distill"))  # a bad folder fails before the data
     if teacher is not None:
         teacher = prepare_model(teacher, cfg.trainer, net.device)
     data = prepare_data(cfg.data, net.device)

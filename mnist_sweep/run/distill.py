@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
@@ -27,8 +26,8 @@ class TeacherError(UserError):
     """distill.teacher does not name a finished run folder."""
 
 
-def load_teacher(distill_cfg: Any, device: torch.device) -> nn.Module | None:
-    """The frozen teacher that `distill` names, on `device` in eval mode; None without one."""
+def load_teacher(distill_cfg: Any) -> nn.Module | None:
+    """The frozen teacher that `distill` names, on the CPU in eval mode; None without one."""
     if distill_cfg is None or distill_cfg.get("teacher") is None:
         return None
     given = distill_cfg.teacher
@@ -64,7 +63,7 @@ def load_teacher(distill_cfg: Any, device: torch.device) -> nn.Module | None:
             f"({count_params(teacher):,} params); the folder was changed after training"
         ) from None
     teacher.requires_grad_(False)
-    return teacher.to(device).eval()
+    return teacher.eval()
 
 
 def distillation_loss(

@@ -47,5 +47,5 @@ Average = Annotated[NoAverage | EMA | SWA, Field(discriminator="kind")]
 
 class Distill(Section):
     teacher: Annotated[str, Field(min_length=1)] | None  # a finished run folder; null: none
-    alpha: Annotated[float, Field(gt=0, le=1)] = 0.5  # 0 would be no teacher: distill=none
-    temperature: Annotated[float, Field(gt=0)] = 4.0
+    alpha: Annotated[float, Field(gt=0, le=1)]  # 0 would be no teacher: distill=none
+    temperature: Annotated[float, Field(gt=0)]
