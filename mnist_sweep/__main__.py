@@ -16,24 +16,50 @@ from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.search.pruning import trial_reporter
 
+STOCK_OPTUNA = "hydra_plugins.hydra_optuna_sweeper"
 
-def objective_values(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What a sweeper needs from a finished run."""
-    return {key: metrics[key] for key in ("params", "test_acc", "val_acc", "best_test_acc")}
+
+def objective_values(metrics: dict[str, Any], metric: str | None) -> float | dict[str, Any]:
+    """What the job returns to its sweeper: the one figure `optimized_metric` names, else
+    the run's figures (this project's sweeper reads them from the run folder)."""
+    if metric is None:
+        return {key: metrics[key] for key in ("params", "test_acc", "val_acc", "best_test_acc")}
+    if metrics.get(metric) is None:
+        raise UserError(f"optimized_metric={metric}: this run has no such figure "
+                        "(val_acc needs data.val_size > 0)")  # fmt: skip
+    return float(metrics[metric])
+
+
+def _stock(hydra_cfg: Any) -> bool:
+    return str(hydra_cfg.sweeper.get("_target_", "")).startswith(STOCK_OPTUNA)
+
+
+def _check_sweeper(cfg: DictConfig, hydra_cfg: Any) -> None:
+    """The stock Optuna sweeper needs one float back: say so before training, not after."""
+    if (
+        hydra_cfg.mode == RunMode.MULTIRUN
+        and _stock(hydra_cfg)
+        and cfg.get("optimized_metric") is None
+    ):
+        raise UserError(
+            "hydra/sweeper=optuna maximises or minimises one figure: add optimized_metric=test_acc "
+            "(or val_acc with data.val_size > 0)"
+        )
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config")
-def task(cfg: DictConfig) -> dict[str, Any]:
+def task(cfg: DictConfig) -> float | dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     try:
         validate(cfg)  # before any data is read or net built
+        _check_sweeper(cfg, hydra_cfg)
         metrics = train(cfg, hydra_cfg.runtime.output_dir, on_epoch_end=trial_reporter(hydra_cfg))
+        return objective_values(metrics, cfg.get("optimized_metric"))
     except UserError as e:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # the sweeper records the trial as failed, with this reason
+        if hydra_cfg.mode == RunMode.MULTIRUN and not _stock(hydra_cfg):
+            raise  # this project's sweeper records the trial as failed, with this reason
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    return objective_values(metrics)
 
 
 def main() -> None:

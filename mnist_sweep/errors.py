@@ -39,3 +39,16 @@ class RunRecordError(UserError):
     def __reduce__(self) -> tuple[type, tuple[Path, str]]:
         # A job's exception crosses processes (joblib, submitit) pickled.
         return type(self), (self.path, self.problem)
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one line (`Type: first line of its message`): for a log line or a
+    trial's fail_reason, where a driver's multi-line message would spill."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def one_line_exit(error: UserError) -> SystemExit:
+    """The exit a command's boundary raises for a UserError: `error: <message>` on stderr,
+    exit code 1. SystemExit passes through Hydra's and instantiate's `except Exception`."""
+    return SystemExit(f"error: {error}")

@@ -12,7 +12,7 @@ scheduler), trainer (trainer, average, distill); the top-level keys are below.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -41,6 +41,9 @@ class Config(Section):
     distill: Distill
     trainer: Trainer
     target_acc: Annotated[float, Field(gt=0, le=100)]  # percent
+    # The figure the task returns to a sweeper that maximises one number (the stock
+    # hydra/sweeper=optuna, or objective=accuracy); null: the task returns its figures.
+    optimized_metric: Literal["test_acc", "val_acc", "best_test_acc"] | None = None
 
 
 def _resolved(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

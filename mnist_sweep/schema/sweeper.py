@@ -1,17 +1,27 @@
-"""The sweeper's own settings (`hydra.sweeper.*`): checked when the sweep starts, before
-any study is opened or trial launched. The search space (`params`) is checked against
-the run schema by mnist_sweep/search/space.py."""
+"""The sweeper's own settings (`hydra.sweeper.*`), declared once: their types and ranges
+here, their defaults in conf/hydra/sweeper/mnist_optuna.yaml. Checked when the sweep
+starts, before any study is opened or trial launched. The search space (`params`) is
+checked against the run schema by mnist_sweep/search/space.py."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 from pydantic import ValidationError
 
 from mnist_sweep.errors import ConfigError
-from mnist_sweep.schema.base import Count, NonNegativeInt, Section, Share
+from mnist_sweep.schema.base import Count, NonNegative, NonNegativeInt, Positive, Section, Share
 from mnist_sweep.schema.messages import one_line
+
+
+class Goal(str, Enum):
+    """What a sweep looks for."""
+
+    SMALLEST = "smallest"  # fewest params whose accuracy holds the target (a constraint)
+    ACCURACY = "accuracy"  # the most accurate recipe (optimized_metric), with pruning
+    PARETO = "pareto"  # the (params, accuracy) front, two objectives
 
 
 class Promote(Section):
@@ -25,6 +35,10 @@ class Sweeper(Section):
     n_trials: Count
     n_jobs: Count
     max_failure_rate: Share
+    objective: Goal
+    seeds: Count  # seeds a design may be trained on before its verdict
+    seed_margin: NonNegative  # points below the target at which a design stops earning seeds
+    timeout: Positive | None  # seconds after which no new trial starts
     confirm_seeds: NonNegativeInt
     heartbeat_interval: Count  # seconds
     grace_period: Count  # seconds
@@ -43,9 +57,12 @@ class SweeperSettings(Section):
     hydra: _Hydra
 
 
-def validate_sweeper(settings: Mapping[str, Any]) -> None:
-    """Check the sweeper's settings; ConfigError names the first bad `hydra.sweeper.*` key."""
+def validate_sweeper(settings: Mapping[str, Any]) -> Sweeper:
+    """The sweeper's settings, typed; ConfigError names the first bad `hydra.sweeper.*` key."""
     try:
-        SweeperSettings.model_validate({"hydra": {"sweeper": dict(settings)}})
+        checked = SweeperSettings.model_validate(
+            {"hydra": {"sweeper": dict(settings)}}, strict=False
+        )
     except ValidationError as e:
         raise ConfigError(one_line(e, SweeperSettings)) from None
+    return checked.hydra.sweeper

@@ -13,7 +13,6 @@ mean and minimum, and on how many seeds the target held.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,8 @@ from rich.table import Table
 from mnist_sweep.errors import RunRecordError, UserError
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
-from mnist_sweep.search.report import WINNER
+from mnist_sweep.search.seeds import verdict
+from mnist_sweep.search.winner import WINNER, Winner
 
 CONFIRM = "confirm.json"
 MISSING = "missing"  # a seed's status when its run left no readable metrics.json
@@ -40,24 +40,15 @@ SEARCH_ONLY = ("hparams_search=", "trainer.seed=", "hydra.")
 LAUNCHER = ("hydra/launcher=", "hydra.launcher.")
 
 
-# What confirm reads from winner.json beside `params`.
-WINNER_KEYS = ("overrides", "run_dir", "target_acc")
-
-
-def _winner(sweep_dir: Path) -> dict[str, Any]:
-    path = sweep_dir / WINNER
-    try:
-        winner = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path} ({e}); pass a finished sweep folder") from None
-    rewrite = "write it again with python -m mnist_sweep.search.report --study <its study>"
-    if not isinstance(winner, dict):
-        raise UserError(f"{path} is damaged (not a winner record); {rewrite}")
-    if winner.get("params") is None:
-        raise UserError(f"{sweep_dir} has no winner to confirm: {winner.get('message')}")
-    missing = [key for key in WINNER_KEYS if winner.get(key) is None]
-    if missing or not isinstance(winner["overrides"], list):
-        raise UserError(f"{path} is damaged (no {', '.join(missing) or 'overrides'}); {rewrite}")
+def _winner(sweep_dir: Path) -> Winner:
+    winner = Winner.load(sweep_dir)
+    if winner.params is None:
+        raise UserError(f"{sweep_dir} has no winner to confirm: {winner.message}")
+    if winner.overrides is None or winner.run_dir is None:
+        raise UserError(
+            f"{sweep_dir / WINNER} is damaged (no overrides or run_dir); write it again with "
+            "python -m mnist_sweep.search.report --study <its study>"
+        )
     return winner
 
 
@@ -86,10 +77,11 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
     Hydra overrides come last); writes and returns confirm.json's content."""
     sweep_dir = Path(sweep_dir)
     winner = _winner(sweep_dir)
-    overrides = [o for o in winner["overrides"] if not o.startswith(SEARCH_ONLY)]
-    run_dir = Path(winner["run_dir"])
-    search_seed, launcher = _search_settings(run_dir)
-    seeds = [search_seed + 1 + i for i in range(n_seeds)]
+    overrides = [o for o in winner.overrides or [] if not o.startswith(SEARCH_ONLY)]
+    search_seed, launcher = _search_settings(Path(str(winner.run_dir)))
+    # Fresh: past every seed the sweep trained the design on.
+    first = max([search_seed, *(winner.seeds or [])]) + 1
+    seeds = [first + i for i in range(n_seeds)]
     out = sweep_dir / "confirm"
     command = [
         sys.executable, "-m", "mnist_sweep", "-m", *overrides,
@@ -109,9 +101,9 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
             test_acc, status = None, MISSING
         runs.append({"seed": seed, "test_acc": test_acc, "status": status, "run_dir": str(run_dir)})
     accs = [r["test_acc"] for r in runs if r["status"] == RunStatus.COMPLETED]
-    target = winner["target_acc"]
+    target = winner.target_acc
     result = {
-        "params": winner["params"],
+        "params": winner.params,
         "target_acc": target,
         "overrides": overrides,
         "seeds": runs,
@@ -119,6 +111,8 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
         "min_test_acc": min(accs) if accs else None,
         "reached_target": sum(a >= target for a in accs),
         "n_seeds": n_seeds,
+        # The holds rule over every requested seed: a seed that did not finish counts against.
+        "holds": len(accs) == n_seeds and verdict(accs, target, n_seeds).holds,
     }
     record.write_json(sweep_dir / CONFIRM, result)
     _print(result)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from hydra.utils import instantiate
 from optuna.pruners import BasePruner
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep.run import record
@@ -37,6 +38,18 @@ def error_of(accuracy: float) -> float:
 
 def accuracy_of(error: float) -> float:
     return 100.0 - error
+
+
+def reports_accuracy(study: optuna.Study) -> bool:
+    """An accuracy sweep (one objective, maximised) reports accuracy per epoch; the
+    smallest-net sweep reports error, so that pruners comparing in the study's direction
+    prune the trials learning worst either way."""
+    return len(study.directions) == 1 and study.direction == StudyDirection.MAXIMIZE
+
+
+def reported_accuracy(study: optuna.Study, value: float) -> float:
+    """The accuracy behind a value a trial reported."""
+    return value if reports_accuracy(study) else accuracy_of(value)
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -109,10 +122,12 @@ class ReachablePruner(BasePruner):
         for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             curve = done.intermediate_values
             if step in curve and curve:
-                gains.append(curve[step] - curve[max(curve)])  # error falls as accuracy rises
+                end, now = curve[max(curve)], curve[step]
+                gains.append(reported_accuracy(study, end) - reported_accuracy(study, now))
         if target is None or len(gains) < self.n_min_trials:
             return False
-        best_case = accuracy_of(trial.intermediate_values[step]) + max(gains) + self.margin
+        now = reported_accuracy(study, trial.intermediate_values[step])
+        best_case = now + max(gains) + self.margin
         return best_case < float(target)
 
 
@@ -131,6 +146,10 @@ def trial_reporter(hydra_cfg: Any) -> EpochCallback | None:
         storage=sweeper_cfg.storage,
         pruner=build_pruner(sweeper_cfg.get("pruner")),
     )
+    if len(study.directions) > 1:
+        return None  # Optuna prunes single-objective trials only
+    # The job runs in another process than its trial's sweep: Optuna's public API reaches
+    # a trial of another process only by its id.
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.Trial(study, trial_id)
 
@@ -139,7 +158,7 @@ def trial_reporter(hydra_cfg: Any) -> EpochCallback | None:
         accuracy = selection_accuracy(metrics)
         if "target_acc" not in trial.user_attrs:  # what ReachablePruner measures against
             trial.set_user_attr("target_acc", float(metrics["target_acc"]))
-        trial.report(error_of(accuracy), step=epoch)
+        trial.report(accuracy if reports_accuracy(study) else error_of(accuracy), step=epoch)
         if epoch < metrics["epochs_planned"] and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {accuracy:.2f}% accuracy")
 

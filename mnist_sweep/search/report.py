@@ -19,16 +19,18 @@ from typing import Any
 
 import optuna
 from omegaconf import OmegaConf
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep import plots
 from mnist_sweep.run import record
-from mnist_sweep.search.pruning import accuracy_of, is_feasible
+from mnist_sweep.schema.sweeper import Goal
+from mnist_sweep.search.pruning import is_feasible, reported_accuracy
 from mnist_sweep.search.storage import display_url, refuse
+from mnist_sweep.search.winner import FrontPoint, Winner
 
 log = logging.getLogger(__name__)
 
-WINNER = "winner.json"
 PARETO_CSV = "pareto_front.csv"
 TRIALS_CSV = "trials.csv"  # every trial, one row each: the evidence a search commits
 PARETO_PNG = "pareto_front.png"
@@ -49,6 +51,8 @@ class TrialRow:
     on_front: bool
     run_dir: str | None
     overrides: list[str]
+    seed_accs: list[float]
+    holds: bool
 
 
 def _overrides(trial: FrozenTrial) -> list[str]:
@@ -60,18 +64,24 @@ def _overrides(trial: FrozenTrial) -> list[str]:
     return [f"{k}={v}" for k, v in trial.params.items()]
 
 
+def _objective_values(t: FrozenTrial) -> tuple[int, float]:
+    """A completed trial's (params, selection accuracy), whatever the study's objective."""
+    a = t.user_attrs
+    return int(a.get("params", t.values[0])), float(a["selection_acc"])
+
+
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if "selection_acc" in t.user_attrs
     ]
-    front = plots.pareto_front(complete, key=lambda t: (t.value, t.user_attrs["selection_acc"]))
+    front = plots.pareto_front(complete, key=_objective_values)
     on_front = {t.number for t in front}
     rows = [
         TrialRow(
             trial=t.number,
-            params=int(t.value),
+            params=_objective_values(t)[0],
             selection_acc=t.user_attrs["selection_acc"],
             test_acc=t.user_attrs["test_acc"],
             val_acc=t.user_attrs.get("val_acc"),
@@ -79,14 +89,19 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
             on_front=t.number in on_front,
             run_dir=t.user_attrs.get("run_dir"),
             overrides=_overrides(t),
+            seed_accs=list(t.user_attrs.get("seed_accs", [t.user_attrs["selection_acc"]])),
+            holds=is_feasible(t),
         )
         for t in complete
     ]
     return sorted(rows, key=lambda r: (r.params, -r.selection_acc, r.trial))
 
 
-def pick_winner(rows: list[TrialRow]) -> TrialRow | None:
-    """Fewest parameters among the trials that met the target (never an infeasible one)."""
+def pick_winner(rows: list[TrialRow], goal: Goal = Goal.SMALLEST) -> TrialRow | None:
+    """smallest and pareto: fewest parameters among the trials that held the target (never
+    an infeasible one); accuracy: the most accurate trial."""
+    if goal is Goal.ACCURACY:
+        return max(rows, key=lambda r: (r.selection_acc, -r.params, -r.trial), default=None)
     feasible = [r for r in rows if r.feasible]
     return min(feasible, key=lambda r: (r.params, -r.selection_acc, r.trial)) if feasible else None
 
@@ -101,38 +116,59 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     return {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
 
 
-def winner_record(study: optuna.Study, rows: list[TrialRow], target: float) -> dict[str, Any]:
-    winner = pick_winner(rows)
-    record: dict[str, Any] = {
-        "study": study.study_name,
-        "target_acc": target,
-        "selection": _selection(rows),
-        "trials": _counts(study),
-    }
+def _accs(accs: list[float]) -> str:
+    return " / ".join(f"{a:.2f}" for a in accs)
+
+
+def winner_record(
+    study: optuna.Study, rows: list[TrialRow], target: float, goal: Goal = Goal.SMALLEST
+) -> Winner:
+    winner = pick_winner(rows, goal)
+    base = {
+        "study": study.study_name, "objective": goal.value, "target_acc": target,
+        "selection": _selection(rows), "trials": _counts(study),
+    }  # fmt: skip
+    if goal is Goal.PARETO:
+        base["front"] = [
+            FrontPoint(trial=r.trial, params=r.params, selection_acc=r.selection_acc)
+            for r in rows
+            if r.on_front
+        ]
     if winner is None:
         closest = max(rows, key=lambda r: r.selection_acc, default=None)
         hint = (
-            f" (closest: trial {closest.trial}, {closest.selection_acc:.2f}%"
+            f" (closest: trial {closest.trial}, {_accs(closest.seed_accs)}%"
             f" with {closest.params:,} params)"
             if closest
             else ""
         )
-        record.update(
-            params=None, test_acc=None, val_acc=None, selection_acc=None,
-            overrides=None, run_dir=None, trial=None,
-            message=f"no trial reached {target}%{hint}; widen the search space, "
-            "train longer (trainer.epochs) or lower target_acc",
-        )  # fmt: skip
+        return Winner(
+            **base,
+            message=f"no trial held {target}%{hint}; widen the search space, "
+            "train longer (trainer.epochs), give it more seeds or lower target_acc",
+        )
+    t = study.get_trials(deepcopy=False)[winner.trial]
+    seeds = t.user_attrs.get("seeds")
+    if goal is Goal.ACCURACY:
+        message = (
+            f"most accurate trial: {winner.trial}, {winner.params:,} params, "
+            f"{winner.selection_acc:.2f}% final-epoch {_selection(rows)} accuracy"
+        )
     else:
-        record.update(
-            params=winner.params, test_acc=winner.test_acc, val_acc=winner.val_acc,
-            selection_acc=winner.selection_acc, overrides=winner.overrides,
-            run_dir=winner.run_dir, trial=winner.trial,
-            message=f"smallest net reaching {target}%: trial {winner.trial}, "
-            f"{winner.params:,} params, {winner.selection_acc:.2f}% final-epoch accuracy "
-            "(one seed: confirm it on fresh seeds)",
+        message = (
+            f"smallest net holding {target}%: trial {winner.trial}, {winner.params:,} params, "
+            f"final-epoch {_selection(rows)} accuracy {_accs(winner.seed_accs)}%"
+            + (f" (mean {winner.selection_acc:.2f}% over {len(seeds)} seeds)" if seeds and
+               len(seeds) > 1 else " (one seed: confirm it on fresh seeds)")
         )  # fmt: skip
-    return record
+    return Winner(
+        **base,
+        params=winner.params, test_acc=winner.test_acc, val_acc=winner.val_acc,
+        selection_acc=winner.selection_acc, overrides=winner.overrides,
+        run_dir=winner.run_dir, trial=winner.trial, seeds=seeds,
+        seed_accs=winner.seed_accs, seed_test_accs=t.user_attrs.get("seed_test_accs"),
+        holds=winner.holds, message=message,
+    )  # fmt: skip
 
 
 def _write_csv(path: Path, rows: list[TrialRow]) -> None:
@@ -141,7 +177,10 @@ def _write_csv(path: Path, rows: list[TrialRow]) -> None:
             writer = csv.DictWriter(f, fieldnames=list(TrialRow.__dataclass_fields__))
             writer.writeheader()
             for row in rows:
-                writer.writerow({**asdict(row), "overrides": " ".join(row.overrides)})
+                writer.writerow(
+                    {**asdict(row), "overrides": " ".join(row.overrides),
+                     "seed_accs": " ".join(f"{a:g}" for a in row.seed_accs)}
+                )  # fmt: skip
 
     record.atomic_write(path, write)
 
@@ -151,7 +190,8 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
     keys = sorted({k for t in trials for k in t.params})
     fields = ["trial", "state", "params", "selection_acc", "test_acc", "val_acc", "target_acc",
-              "feasible", "epochs_run", "seconds", "fail_reason", *keys]  # fmt: skip
+              "feasible", "seeds", "seed_accs", "holds", "epochs_run", "seconds", "fail_reason",
+              *keys]  # fmt: skip
 
     def row(t: FrozenTrial) -> dict[str, Any]:
         a = t.user_attrs
@@ -163,12 +203,15 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
         return {
             "trial": t.number,
             "state": t.state.name,
-            "params": int(t.value) if t.value is not None else a.get("params"),
+            "params": a.get("params", int(t.values[0]) if t.values else None),
             "selection_acc": a.get("selection_acc"),
             "test_acc": a.get("test_acc"),
             "val_acc": a.get("val_acc"),
             "target_acc": a.get("target_acc"),
             "feasible": is_feasible(t) if t.state == TrialState.COMPLETE else False,
+            "seeds": " ".join(map(str, a.get("seeds", []))),
+            "seed_accs": " ".join(f"{x:g}" for x in a.get("seed_accs", [])),
+            "holds": a.get("holds"),
             "epochs_run": max(t.intermediate_values, default=None),
             "seconds": seconds,
             "fail_reason": a.get("fail_reason"),
@@ -262,10 +305,17 @@ def plot_intermediate(
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     curves = []
     for t in sorted(trials, key=lambda t: t.number != winner):  # the winner first: on top
-        points = [(step, accuracy_of(err)) for step, err in sorted(t.intermediate_values.items())]
+        points = [
+            (step, reported_accuracy(study, value))
+            for step, value in sorted(t.intermediate_values.items())
+        ]
         if not points:
             continue
-        label = f"winner: trial {t.number}, {int(t.value):,} params" if t.number == winner else None
+        label = (
+            f"winner: trial {t.number}, {t.user_attrs.get('params', 0):,} params"
+            if t.number == winner
+            else None
+        )
         if label:
             kind = "highlight"
         elif t.state == TrialState.PRUNED:
@@ -295,14 +345,22 @@ def _plot_safely(name: str, draw: Callable[[], Any]) -> None:
         log.warning("skipped %s: %s: %s", name, type(e).__name__, e)
 
 
-def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]:
+def goal_of(study: optuna.Study) -> Goal:
+    """What the study was looking for, from its directions."""
+    if len(study.directions) > 1:
+        return Goal.PARETO
+    return Goal.ACCURACY if study.direction == StudyDirection.MAXIMIZE else Goal.SMALLEST
+
+
+def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
     """Write winner.json, the Pareto front (csv, png), the optimisation history, parameter
     importances and intermediate values (png) and optimization_results.yaml; return the
-    winner record."""
+    winner."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
-    winner = winner_record(study, rows, target)
-    record.write_json(sweep_dir / WINNER, winner)
+    goal = goal_of(study)
+    winner = winner_record(study, rows, target, goal)
+    winner.save(sweep_dir)
     _write_csv(sweep_dir / PARETO_CSV, rows)
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
     selection = _selection(rows)
@@ -318,7 +376,8 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
                 ylabel=f"final-epoch {selection} accuracy (%)",
             ),
         )
-        _plot_safely(HISTORY_PNG, lambda: plot_history(study, sweep_dir / HISTORY_PNG))
+        if goal is not Goal.PARETO:  # Optuna's history plots one objective
+            _plot_safely(HISTORY_PNG, lambda: plot_history(study, sweep_dir / HISTORY_PNG))
         _plot_safely(
             IMPORTANCES_PNG,
             lambda: plot_importances(study, sweep_dir / IMPORTANCES_PNG, selection),
@@ -328,22 +387,24 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> dict[str, Any]
     _plot_safely(
         INTERMEDIATE_PNG,
         lambda: plot_intermediate(
-            study, sweep_dir / INTERMEDIATE_PNG, target, selection, winner["trial"]
+            study, sweep_dir / INTERMEDIATE_PNG, target, selection, winner.trial
         ),
     )
     # Hydra's stock result file, with the feasible winner as the "best" trial.
-    best = next((t for t in study.trials if t.number == winner["trial"]), None)
+    best = next((t for t in study.trials if t.number == winner.trial), None)
     OmegaConf.save(
         OmegaConf.create(
             {
                 "name": "optuna",
                 "best_params": dict(best.params) if best else None,
-                "best_value": best.value if best else None,
+                "best_value": (best.values[0] if len(best.values) == 1 else best.values)
+                if best
+                else None,
             }
         ),
         sweep_dir / RESULTS,
     )
-    log.info(winner["message"])
+    log.info(winner.message)
     for row in (r for r in rows if r.on_front):
         log.info(
             "  front: trial %d  %8s params  %.2f%%%s",

@@ -1,0 +1,273 @@
+"""One Optuna trial, as `study.optimize` calls it: the trial's parameters become a Hydra
+job, the job trains one run folder per seed, and the runs' records become the values and
+constraint the study is told.
+
+The first seed's job is linked to its trial (`hydra.job.optuna_trial`), so it reports
+each epoch and can be pruned; further seeds are ordinary runs of the same design, spent
+only while they can change the design's verdict (search/seeds.py). Each worker thread
+launches through a launcher of its own, one job at a time, so n_jobs workers keep
+n_jobs trainings running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from mnist_sweep.errors import first_line
+from mnist_sweep.run import record
+from mnist_sweep.run.record import RunRecord
+from mnist_sweep.schema.sweeper import Goal, Sweeper
+from mnist_sweep.search.pruning import accuracy_of, selection_split
+from mnist_sweep.search.seeds import Verdict, verdict
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class TrialFailed(Exception):
+    """A trial's job failed; its reason is the trial's `fail_reason`. The sweep goes on."""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def taken(study: optuna.Study) -> list[FrozenTrial]:
+    """Finished trials, and running ones: in a shared study other workers' count too."""
+    return study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+
+
+def busy_seconds(run_dir: Path, launched: float, returned: float) -> float:
+    """How long a job held its worker: from its launch to its run's last act (the last
+    file it wrote), at most until the launcher returned."""
+    try:
+        ended = max(p.stat().st_mtime for p in run_dir.iterdir())
+    except (OSError, ValueError):  # no folder, or an empty one
+        ended = returned
+    return min(max(ended - launched, 0.0), returned - launched)
+
+
+@dataclass
+class Throughput:
+    """What the workers of this sweep did, for throughput.json."""
+
+    trials: int = 0
+    runs: int = 0
+    seconds: float = 0.0  # job seconds: the time each job held its worker
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_run(self, seconds: float) -> None:
+        with self.lock:
+            self.runs += 1
+            self.seconds += seconds
+
+    def add_trial(self) -> None:
+        with self.lock:
+            self.trials += 1
+
+
+@dataclass
+class Seed:
+    """One finished run of a trial's design."""
+
+    seed: int
+    run_dir: Path
+    record: RunRecord
+
+    @property
+    def selection_acc(self) -> float:
+        return self.record.val_acc if self.record.val_acc is not None else self.record.test_acc
+
+
+class TrialJobs:
+    """The objective `study.optimize` calls: one trial, as one job per seed."""
+
+    def __init__(
+        self,
+        *,
+        settings: Sweeper,
+        configure: Callable[[Trial], Sequence[str]],
+        new_launcher: Callable[[], Launcher],
+        sweep_dir: Path,
+        target: float,
+        metric: str | None,
+        throughput: Throughput,
+    ) -> None:
+        self.settings = settings
+        self.configure = configure
+        self.new_launcher = new_launcher
+        self.sweep_dir = sweep_dir
+        self.target = target
+        self.metric = metric
+        self.throughput = throughput
+        self._local = threading.local()
+        self._idx_lock = threading.Lock()
+        self._next_idx = 0
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def _launcher(self) -> Launcher:
+        if not hasattr(self._local, "launcher"):
+            self._local.launcher = self.new_launcher()
+        return self._local.launcher
+
+    def _launch(self, overrides: Sequence[str], subdir: str) -> tuple[JobReturn, Path]:
+        """Run one job to its end; its return and run folder. A launcher that lost the
+        job (a killed joblib worker, a cancelled SLURM job) raises."""
+        with self._idx_lock:
+            idx, self._next_idx = self._next_idx, self._next_idx + 1
+        run_dir = self.sweep_dir / subdir
+        launched = time.time()
+        try:
+            (ret,) = self._launcher().launch(
+                [[*overrides, f"hydra.sweep.subdir={subdir}"]], initial_job_idx=idx
+            )
+        finally:
+            self.throughput.add_run(busy_seconds(run_dir, launched, time.time()))
+        return ret, run_dir
+
+    # -- the objective ---------------------------------------------------------------------
+
+    def __call__(self, trial: Trial) -> float | tuple[float, float]:
+        study = trial.study
+        self._refuse_surplus(study, trial)
+        overrides = list(self.configure(trial))
+        subdir = f"trial_{trial.number:03d}"
+        trial.set_user_attr("run_dir", str(self.sweep_dir / subdir))
+        trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr("target_acc", self.target)
+        lost = RetryHeartbeatStaleTrialCallback.retried_trial_number(
+            study.get_trials(deepcopy=False)[trial.number]
+        )
+        if lost is not None:
+            trial.set_user_attr("retry_of", lost)
+        try:
+            # The job's one link to its trial: an override in Hydra's own job settings,
+            # read by __main__ (and kept in the run's .hydra/hydra.yaml).
+            link = f"++hydra.job.{record.SWEEP_TRIAL}={trial.number}"
+            first = self._run(trial, [*overrides, link], subdir)
+            seeds = [first]
+            while self._wants_another(seeds):
+                seeds.append(self._next_seed(trial, overrides, subdir, seeds))
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
+        finally:
+            self.throughput.add_trial()
+        return self._tell(trial, seeds)
+
+    def _refuse_surplus(self, study: optuna.Study, trial: Trial) -> None:
+        """Workers racing for a shared study's last trials may ask one too many: the later
+        trial number yields, so the study never holds more than n_trials."""
+        if sum(t.number < trial.number for t in taken(study)) >= self.settings.n_trials:
+            reason = "surplus: other workers took the study's last trials"
+            trial.set_user_attr("fail_reason", reason)
+            study.stop()
+            raise TrialFailed(reason)
+
+    def _run(self, trial: Trial, overrides: Sequence[str], subdir: str) -> Seed:
+        ret, run_dir = self._launch(overrides, subdir)
+        try:
+            ret.return_value  # noqa: B018 - raises the job's own exception
+        except optuna.TrialPruned as e:
+            self._pruned(trial)
+            log.info("trial %d: %s", trial.number, e)
+            raise
+        except Exception as e:
+            reason = first_line(e)
+            trial.set_user_attr("fail_reason", reason)
+            log.warning("trial %d failed: %s", trial.number, reason)
+            raise TrialFailed(reason) from None
+        return Seed(int(ret.cfg.trainer.seed), run_dir, RunRecord.load(run_dir))
+
+    def _pruned(self, trial: Trial) -> None:
+        """A pruned trial counts as below target at the accuracy it stopped with."""
+        reported = trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values
+        if reported and self.settings.objective is Goal.SMALLEST:
+            accuracy = accuracy_of(reported[max(reported)])
+            trial.set_user_attr("selection_acc", accuracy)
+            trial.set_constraint("accuracy", self.target - accuracy)
+
+    def _verdict(self, seeds: Sequence[Seed]) -> Verdict:
+        return verdict([s.selection_acc for s in seeds], self.target, self.settings.seeds)
+
+    def _wants_another(self, seeds: Sequence[Seed]) -> bool:
+        if len(seeds) >= self.settings.seeds:
+            return False
+        if self.settings.objective is Goal.SMALLEST:
+            return self._verdict(seeds).worth_another(self.settings.seed_margin)
+        return True  # an accuracy is a mean over every seed
+
+    def _next_seed(
+        self, trial: Trial, overrides: Sequence[str], subdir: str, seeds: Sequence[Seed]
+    ) -> Seed:
+        seed = seeds[0].seed + len(seeds)
+        log.info(
+            "trial %d: %s so far; training seed %d",
+            trial.number, " / ".join(f"{s.selection_acc:.2f}" for s in seeds), seed,
+        )  # fmt: skip
+        kept = [o for o in overrides if not o.startswith("trainer.seed=")]
+        return self._run(trial, [*kept, f"trainer.seed={seed}"], f"{subdir}_seed{seed}")
+
+    def _tell(self, trial: Trial, seeds: Sequence[Seed]) -> float | tuple[float, float]:
+        first = seeds[0].record
+        held = self._verdict(seeds)
+        mean = held.mean
+        for key, value in {
+            "params": first.params,
+            "test_acc": _mean([s.record.test_acc for s in seeds]),
+            "val_acc": _mean([s.record.val_acc for s in seeds]),
+            "best_test_acc": first.best_test_acc,
+            "selection": selection_split({"val_acc": first.val_acc}),
+            "selection_acc": mean,
+            "seeds": [s.seed for s in seeds],
+            "seed_accs": [s.selection_acc for s in seeds],
+            "seed_test_accs": [s.record.test_acc for s in seeds],
+            "seed_run_dirs": [str(s.run_dir) for s in seeds],
+            "holds": held.holds,
+        }.items():
+            trial.set_user_attr(key, value)
+        goal = self.settings.objective
+        log.info(
+            "trial %d: %s params, %s%% %s accuracy (%s; target %.2f%%: %s)",
+            trial.number, f"{first.params:,}", " / ".join(f"{a:.2f}" for a in held.accs),
+            selection_split({"val_acc": first.val_acc}),
+            f"mean {mean:.2f}% over {len(seeds)} seeds" if len(seeds) > 1 else "one seed",
+            self.target, "holds" if held.holds else "does not hold",
+        )  # fmt: skip
+        if goal is Goal.SMALLEST:
+            trial.set_constraint("accuracy", held.shortfall())
+            return float(first.params)
+        accuracy = self._metric_value(seeds)
+        if goal is Goal.ACCURACY:
+            return accuracy
+        return float(first.params), accuracy
+
+    def _metric_value(self, seeds: Sequence[Seed]) -> float:
+        """The figure an accuracy sweep maximises: `optimized_metric` when set, else the
+        selection accuracy; a mean over the trial's seeds."""
+        if self.metric is None:
+            return _mean([s.selection_acc for s in seeds])  # type: ignore[return-value]
+        values = [getattr(s.record, self.metric, None) for s in seeds]
+        if any(v is None for v in values):
+            raise TrialFailed(f"optimized_metric={self.metric}: the run recorded no such figure")
+        return _mean(values)  # type: ignore[return-value]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present and len(present) == len(values) else None
