@@ -154,8 +154,8 @@ def test_concurrent_is_refused_outside_the_speed_mode(capsys):
     assert "--concurrent times the speed mode only" in capsys.readouterr().err
 
 
-def test_utilisation_bench_runs_the_same_trials_both_ways(tmp_path):
-    old, new = (sweep_command(tmp_path / "s", 2, 6, blocking) for blocking in (True, False))
-    assert [a for a in old if a != "++hydra.sweeper._blocking_batches=true"] == new != old
-    (queued,) = [a for a in new if a.startswith("hydra.sweeper.enqueue=")]
+def test_utilisation_bench_queues_full_and_pruned_trials_in_turn(tmp_path):
+    command = sweep_command(tmp_path / "s", 2, 6)
+    (queued,) = [a for a in command if a.startswith("hydra.sweeper.enqueue=")]
     assert queued.count("optimizer.lr:0.1,") == 3 == queued.count("optimizer.lr:0.0,")
+    assert "hydra.sweeper.n_jobs=2" in command and "hydra.launcher.n_jobs=2" in command

@@ -17,10 +17,9 @@ speed (default)
     (evaluation and compilation apart) and whether the final epoch reached
     `target_acc`.
 --sweep-utilisation
-    one small pruned sweep run twice, with the sweeper's old blocking batches
-    and with its asynchronous scheduler (see mnist_sweep/bench/sweep.py);
-    prints each one's utilisation and wall time, then
-    `utilisation: <old> -> <new>`.
+    one small pruned sweep of unequal trials through the joblib launcher (see
+    mnist_sweep/bench/sweep.py); prints its utilisation (job seconds over
+    workers x wall) and trials per hour.
 --accuracy
     one epoch on a training subset by each path, from the same initial weights,
     in the same batch order, without augmentation: the two test accuracies must
@@ -70,8 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     mode.add_argument(
         "--sweep-utilisation",
         action="store_true",
-        help="a small pruned sweep with the old blocking batches, then the asynchronous "
-        "scheduler: how busy each keeps its --workers",
+        help="a small pruned sweep of unequal trials: how busy it keeps its --workers",
     )
     mode.add_argument(
         "--variants",

@@ -1,13 +1,12 @@
 """`python -m mnist_sweep.bench --sweep-utilisation`: how busy a sweep keeps its workers.
 
-Runs one small pruned sweep twice, with the same trials, through the joblib
-launcher: first with the blocking batches the sweeper used before issue #11
-(launch n_jobs trials, wait for all of them), then with the asynchronous
-scheduler (each worker starts its next trial as soon as its last one ends). The
-trials alternate between a learning rate that trains for every epoch and a
-learning rate of 0 that the threshold pruner stops after the first, so they
-differ in length as a real search's pruned and unpruned trials do. Each sweep's
-figures come from its own throughput.json; the last lines compare them.
+Runs one small pruned sweep through the joblib launcher, its trials alternating
+between a learning rate that trains for every epoch and a learning rate of 0 that
+the threshold pruner stops after the first, so that they differ in length as a real
+search's pruned and unpruned trials do. Its figures come from its throughput.json:
+utilisation is job seconds over workers x wall time, so 1.0 means no worker ever
+waited. (The scheduler it was once compared with, blocking batches, is gone; its
+figure is in docs/BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -29,16 +28,15 @@ SWEEP = [
     "trainer.epochs=4", "trainer.device=cpu", "trainer.progress=false",
     "optimizer.lr=choice(0.1,0.0)", "data.eval_batch_size=range(1000,2000)",
 ]  # fmt: skip
-SCHEDULERS = {"blocking batches": True, "asynchronous": False}
 
 
 def sweep_command(
-    sweep_dir: Path, workers: int, trials: int, blocking: bool, overrides: Sequence[str] = ()
+    sweep_dir: Path, workers: int, trials: int, overrides: Sequence[str] = ()
 ) -> list[str]:
     """The sweep, with its trials queued in order: a full one, a pruned one, and so on.
 
     Each point gets its own evaluation batch size, which changes no result: Optuna
-    queues a point only once, and the trials must be these, in this order, both times.
+    queues a point only once, and the trials must be these, in this order.
     """
     points = ",".join(
         f"{{optimizer.lr:{0.1 if i % 2 == 0 else 0.0},data.eval_batch_size:{1000 + i}}}"
@@ -51,7 +49,7 @@ def sweep_command(
         f"hydra.sweeper.enqueue=[{points}]",
         f"hydra.sweeper.storage=sqlite:///{sweep_dir.parent}/optuna.db",
         f"hydra.sweeper.study_name={sweep_dir.name}", f"hydra.sweep.dir={sweep_dir}",
-        *(["++hydra.sweeper._blocking_batches=true"] if blocking else []), *overrides,
+        *overrides,
     ]  # fmt: skip
 
 
@@ -67,30 +65,18 @@ def run_sweep(sweep_dir: Path, command: list[str]) -> dict[str, Any]:
 
 def run_sweep_utilisation(
     workers: int = 2, trials: int = 12, overrides: Sequence[str] = ()
-) -> dict[str, dict[str, Any]]:
-    """Both schedulers on the same trials, one after the other; prints and returns their
-    throughput records."""
-    results: dict[str, dict[str, Any]] = {}
+) -> dict[str, Any]:
+    """The sweep, once; prints and returns its throughput record."""
     with tempfile.TemporaryDirectory(prefix="sweep_bench_") as tmp:
-        for name, blocking in SCHEDULERS.items():
-            sweep_dir = Path(tmp) / name.replace(" ", "_")
-            record = run_sweep(
-                sweep_dir, sweep_command(sweep_dir, workers, trials, blocking, overrides)
-            )
-            states = record["states"]
-            print(
-                f"{name}: {record['workers']} workers, {record['trials']} trials "
-                f"({states['complete']} complete, {states['pruned']} pruned) in "
-                f"{record['wall_seconds']:.1f} s wall, {record['trial_seconds']:.1f} s of "
-                f"trials, utilisation {record['utilisation']:.2f}, "
-                f"{record['trials_per_hour']:.0f} trials/h",
-                flush=True,
-            )
-            results[name] = record
-    old, new = (results[name] for name in SCHEDULERS)
+        sweep_dir = Path(tmp) / "asynchronous"
+        record = run_sweep(sweep_dir, sweep_command(sweep_dir, workers, trials, overrides))
+    states = record["states"]
     print(
-        f"wall time: {old['wall_seconds']:.1f} s -> {new['wall_seconds']:.1f} s "
-        f"(ratio new/old {new['wall_seconds'] / old['wall_seconds']:.2f})"
+        f"{record['scheduler']}: {record['workers']} workers, {record['trials']} trials "
+        f"({states['complete']} complete, {states['pruned']} pruned) in "
+        f"{record['wall_seconds']:.1f} s wall, {record['trial_seconds']:.1f} s of "
+        f"trials, utilisation {record['utilisation']:.2f}, "
+        f"{record['trials_per_hour']:.0f} trials/h",
+        flush=True,
     )
-    print(f"utilisation: {old['utilisation']:.2f} -> {new['utilisation']:.2f}")
-    return results
+    return record
