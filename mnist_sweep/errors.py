@@ -25,6 +25,10 @@ class ConfigError(UserError):
     """A config value of the wrong type or out of its range (mnist_sweep/schema/)."""
 
 
+class RunFolderError(UserError):
+    """A folder that is not a finished run's, or whose files do not describe one trained net."""
+
+
 class RunRecordError(UserError):
     """A run folder's file is missing, unreadable, or not what training writes.
 

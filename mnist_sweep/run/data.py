@@ -122,6 +122,15 @@ class DeviceData:
         return self.train_x.shape[0]
 
 
+def normalise(
+    images: Tensor, mean: float, std: float, device: torch.device | str = "cpu"
+) -> Tensor:
+    """uint8 images (N, 28, 28) as the net reads them: float (N, 1, 28, 28) on `device`,
+    scaled to [0, 1], then normalised with the data config's mean and std."""
+    x = images.to(device=device, dtype=torch.float32).div_(255).unsqueeze(1)
+    return x.sub_(mean).div_(std)
+
+
 def prepare_data(data_cfg: Any, device: torch.device) -> DeviceData:
     """Load, subset, split off validation and normalise, per the `data` config group."""
     splits = load_mnist(data_cfg.root, data_cfg.download, data_cfg.get("verify", True))
@@ -138,8 +147,7 @@ def prepare_data(data_cfg: Any, device: torch.device) -> DeviceData:
         train_y, val_y = train_y[:-val_size], train_y[-val_size:]
 
     def to_device(images: Tensor) -> Tensor:
-        x = images.to(device=device, dtype=torch.float32).div_(255).unsqueeze(1)
-        return x.sub_(data_cfg.mean).div_(data_cfg.std)
+        return normalise(images, data_cfg.mean, data_cfg.std, device)
 
     return DeviceData(
         train_x=to_device(train_x),

@@ -1,7 +1,7 @@
 """Knowledge distillation: a finished run's net as a second target for the one training.
 
-The teacher is rebuilt from its run folder (the model config in
-.hydra/config.yaml, the shipped weights in checkpoint.pt), frozen, and run
+The teacher is rebuilt from its run folder by `load_model` (the net its
+.hydra/config.yaml describes, with the weights checkpoint.pt ships), frozen, and run
 forward on the student's batches. The loss is Hinton et al.'s (2015): the
 labels' cross-entropy weighted 1 - alpha, plus alpha times T^2 times the KL
 divergence between the teacher's and the student's outputs at temperature T
@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from mnist_sweep.errors import RunRecordError, UserError
 from mnist_sweep.run import record
-from mnist_sweep.run.model import build_model, count_params
+from mnist_sweep.run.load import load_model
 
 
 class TeacherError(UserError):
@@ -40,7 +39,6 @@ def load_teacher(distill_cfg: Any) -> nn.Module | None:
         )
     try:
         run = record.RunRecord.load(run_dir)
-        state = record.load_checkpoint(run_dir).state_dict
     except RunRecordError as e:
         raise TeacherError(f"{where}: {e}; train the teacher to the end first") from None
     if run.status is not record.RunStatus.COMPLETED:
@@ -49,21 +47,12 @@ def load_teacher(distill_cfg: Any) -> nn.Module | None:
             f"{run.epochs_planned} epochs; finish it first (the same command with "
             "trainer.resume=true), or give another"
         )
-    teacher_cfg = OmegaConf.load(run_dir / record.HYDRA_CONFIG)
-    # Its dropout layers too: they hold no weights, but they number the layers.
-    dropout = teacher_cfg.get("dropout") or {}
-    teacher = build_model(
-        teacher_cfg.model, dropout.get("p", 0.0), dropout.get("placement", "unit")
-    )
     try:
-        teacher.load_state_dict(state)
-    except RuntimeError:
-        raise TeacherError(
-            f"{where}: its checkpoint does not fit the net its config describes "
-            f"({count_params(teacher):,} params); the folder was changed after training"
-        ) from None
+        teacher = load_model(run_dir)
+    except UserError as e:
+        raise TeacherError(f"{where}: {e}") from None
     teacher.requires_grad_(False)
-    return teacher.eval()
+    return teacher
 
 
 def distillation_loss(
