@@ -13,6 +13,7 @@ import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import MissingConfigException
 
 from mnist_sweep.errors import ArchitectureError, ConfigError, UserError
 from mnist_sweep.run.checkpoint import load_resumable
@@ -55,6 +56,16 @@ def test_option_composes_validates_and_builds(group: str, option: str):
     for _ in range(30):  # a full run's worth of steps must be valid
         optimizer.step()
         scheduler.step()
+
+
+@pytest.mark.parametrize(
+    ("group", "listed"), [("experiment", "smallest"), ("hparams_search", "screen")]
+)
+def test_a_misspelt_option_of_an_unset_group_is_refused_with_the_choices(group, listed):
+    # Both groups default to null; a name with no file must not fall back to it.
+    with pytest.raises(MissingConfigException, match=f"Could not find '{group}/nope'") as error:
+        compose_config([f"{group}=nope"])
+    assert listed in str(error.value)
 
 
 def test_schedules_derive_their_length_from_the_run():
