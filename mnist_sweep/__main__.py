@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_sweep.config import CONF_DIR
-from mnist_sweep.errors import UserError
+from mnist_sweep.errors import UserError, fail, out_of_memory
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.search.pruning import trial_reporter
@@ -28,11 +28,13 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     try:
         validate(cfg)  # before any data is read or net built
         metrics = train(cfg, hydra_cfg.runtime.output_dir, on_epoch_end=trial_reporter(hydra_cfg))
-    except UserError as e:
+    except (UserError, MemoryError, RuntimeError) as e:
+        error = e if isinstance(e, UserError) else out_of_memory(e)
+        if error is None:
+            raise  # a bug: its traceback is what to report
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # the sweeper records the trial as failed, with this reason
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+            raise error from None  # the sweeper records the trial as failed, with this reason
+        fail(str(error))
     return objective_values(metrics)
 
 
