@@ -89,6 +89,13 @@ def out_of_memory(error: BaseException) -> OutOfMemory | None:
     return OutOfMemory(f"out of memory ({text}); lower the model's widths or data.batch_size")
 
 
+def report(message: str) -> int:
+    """Print `error: <message>` on stderr; returns 1, the exit status that goes with it
+    (for a command's main() that returns its status)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
 def fail(message: str) -> NoReturn:
     """Print `error: <message>` on stderr and exit with status 1.
 
@@ -96,8 +103,7 @@ def fail(message: str) -> NoReturn:
     Hydra prints a traceback for any exception a sweeper or launcher raises, but
     lets SystemExit through.
     """
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(1)
+    raise SystemExit(report(message))
 
 
 @contextlib.contextmanager

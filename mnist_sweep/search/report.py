@@ -25,12 +25,12 @@ from mnist_sweep import plots
 from mnist_sweep.run import record
 from mnist_sweep.search.pruning import accuracy_of, is_feasible
 from mnist_sweep.search.storage import display_url, refuse
+from mnist_sweep.sweep_files import TRIALS_CSV
 
 log = logging.getLogger(__name__)
 
 WINNER = "winner.json"
 PARETO_CSV = "pareto_front.csv"
-TRIALS_CSV = "trials.csv"  # every trial, one row each: the evidence a search commits
 PARETO_PNG = "pareto_front.png"
 HISTORY_PNG = "optimization_history.png"
 IMPORTANCES_PNG = "param_importances.png"
@@ -182,21 +182,6 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
             writer.writerows(row(t) for t in trials)
 
     record.atomic_write(path, write)
-
-
-def fail_reasons(sweep_dir: Path) -> dict[int, str]:
-    """Why each failed trial of a sweep failed, by trial number, from the sweep folder's
-    trials.csv ({} before the sweep's report is written)."""
-    try:
-        with (sweep_dir / TRIALS_CSV).open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return {}
-    return {
-        int(row["trial"]): row.get("fail_reason") or "failed in its sweep (no reason recorded)"
-        for row in rows
-        if row.get("state") == TrialState.FAIL.name and str(row.get("trial")).isdigit()
-    }
 
 
 def front_results(rows: list[TrialRow]) -> list[plots.Result]:
