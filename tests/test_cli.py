@@ -83,6 +83,7 @@ def test_unknown_key_is_refused(tmp_path):
     [
         (["model.w1=0"], "error: model.w1=0: must be >= 1"),
         (["model.n1=13"], "feature map collapses"),
+        (["model.w1=100000"], "GB of activations per batch of 128 need at least"),
     ],
 )
 def test_impossible_architecture_is_one_line(tmp_path, overrides, fragment):

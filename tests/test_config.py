@@ -16,6 +16,8 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSw
 from hydra.errors import MissingConfigException
 
 from mnist_sweep.errors import ArchitectureError, ConfigError, UserError
+from mnist_sweep.run import memory
+from mnist_sweep.run.build import build_net
 from mnist_sweep.run.checkpoint import load_resumable
 from mnist_sweep.run.model import build_model, count_params, layer_output_shapes
 from mnist_sweep.run.optim import build_optimizer, build_scheduler
@@ -162,6 +164,25 @@ def test_widths_are_overridable_from_the_command_line():
 def test_impossible_architectures_are_named_before_training(overrides, message):
     with pytest.raises(ArchitectureError, match=message):
         build_model(compose_config(overrides).model)
+
+
+def test_a_net_too_large_for_memory_is_refused_with_its_size_before_allocation():
+    with pytest.raises(ArchitectureError) as error:
+        build_net(compose_config(["model.w1=100000"]))  # 360 GB of weights
+    message = str(error.value)
+    assert message.startswith("model: 90,002,104,138 params (360.0 GB) and ")
+    assert "per batch of 128" in message
+    assert message.endswith("lower the model's widths or data.batch_size")
+
+
+def test_the_memory_estimate_counts_weights_and_a_batchs_activations(monkeypatch):
+    params, activations = memory.footprint(lambda: build_model(compose_config().model), 2)
+    assert params == 4882
+    # Every layer's output for 2 images: more than the first conv's alone (8 x 26 x 26 each).
+    assert activations > 2 * 8 * 26 * 26
+    monkeypatch.setattr(memory, "device_memory", lambda device: 10**6)
+    with pytest.raises(ArchitectureError, match="more than this machine's 1.0 MB of memory"):
+        build_net(compose_config())
 
 
 def _typed(value: Any) -> str:

@@ -22,6 +22,7 @@ from mnist_sweep.errors import UserError
 from mnist_sweep.run.averaging import WeightAverage, build_average
 from mnist_sweep.run.data import DeviceData, prepare_data
 from mnist_sweep.run.distill import load_teacher
+from mnist_sweep.run.memory import check_fits
 from mnist_sweep.run.model import build_model, count_params
 from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
 
@@ -132,7 +133,12 @@ def build_net(cfg: DictConfig) -> Net:
     autocast = autocast_context(cfg.trainer.precision, device)
     torch.manual_seed(cfg.trainer.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
-    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.get("placement", "unit"))
+
+    def layout() -> nn.Module:
+        return build_model(cfg.model, cfg.dropout.p, cfg.dropout.get("placement", "unit"))
+
+    check_fits(layout, cfg.data.batch_size, device)  # before a net too large is allocated
+    model = layout()
     return Net(
         cfg=cfg,
         device=device,
