@@ -17,7 +17,7 @@ from hydra.errors import MissingConfigException
 
 from mnist_sweep.errors import ArchitectureError, ConfigError, UserError
 from mnist_sweep.run import memory
-from mnist_sweep.run.build import build_net
+from mnist_sweep.run.build import build_setup
 from mnist_sweep.run.checkpoint import load_resumable
 from mnist_sweep.run.model import build_model, count_params, layer_output_shapes
 from mnist_sweep.run.optim import build_optimizer, build_scheduler
@@ -168,7 +168,7 @@ def test_impossible_architectures_are_named_before_training(overrides, message):
 
 def test_a_net_too_large_for_memory_is_refused_with_its_size_before_allocation():
     with pytest.raises(ArchitectureError) as error:
-        build_net(compose_config(["model.w1=100000"]))  # 360 GB of weights
+        build_setup(compose_config(["model.w1=100000"]))  # 360 GB of weights
     message = str(error.value)
     assert message.startswith("model: 90,002,104,138 params (360.0 GB) and ")
     assert "per batch of 128" in message
@@ -182,7 +182,7 @@ def test_the_memory_estimate_counts_weights_and_a_batchs_activations(monkeypatch
     assert activations > 2 * 8 * 26 * 26
     monkeypatch.setattr(memory, "device_memory", lambda device: 10**6)
     with pytest.raises(ArchitectureError, match="more than this machine's 1.0 MB of memory"):
-        build_net(compose_config())
+        build_setup(compose_config())
 
 
 def _typed(value: Any) -> str:

@@ -16,7 +16,7 @@ from mnist_sweep.run.build import (
     CPU_EVAL_BATCH,
     GPU_EVAL_BATCH,
     build,
-    build_net,
+    build_setup,
     cpu_threads,
     eval_batch_size,
     prepare_model,
@@ -258,9 +258,9 @@ def test_build_gives_the_configured_run_and_writes_nothing(quick_cfg, tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_build_net_reads_no_data_so_a_data_error_is_on_record(quick_cfg, tmp_path):
+def test_build_setup_reads_no_data_so_a_data_error_is_on_record(quick_cfg, tmp_path):
     cfg = quick_cfg("model=tiny", **{"data.root": str(tmp_path / "nowhere")})
-    assert build_net(cfg).params == 1046  # no MNIST needed for the net
+    assert build_setup(cfg).params == 1046  # no MNIST needed for the net
     with pytest.raises(DataError, match="MNIST not found"):
         build(cfg)
     with pytest.raises(DataError):
