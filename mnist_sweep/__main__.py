@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_sweep.config import CONF_DIR
-from mnist_sweep.errors import UserError
+from mnist_sweep.errors import UserError, fail, out_of_memory
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.search.pruning import trial_reporter
@@ -55,11 +55,13 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
         _check_sweeper(cfg, hydra_cfg)
         metrics = train(cfg, hydra_cfg.runtime.output_dir, on_epoch_end=trial_reporter(hydra_cfg))
         return objective_values(metrics, cfg.get("optimized_metric"))
-    except UserError as e:
+    except (UserError, MemoryError, RuntimeError) as e:
+        error = e if isinstance(e, UserError) else out_of_memory(e)
+        if error is None:
+            raise  # a bug: its traceback is what to report
         if hydra_cfg.mode == RunMode.MULTIRUN and not _stock(hydra_cfg):
-            raise  # this project's sweeper records the trial as failed, with this reason
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+            raise error from None  # this project's sweeper records the trial as failed
+        fail(str(error))
 
 
 def main() -> None:

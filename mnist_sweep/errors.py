@@ -1,8 +1,18 @@
-"""Errors caused by the user's input or data, reported as one line without a traceback."""
+"""Errors caused by the user's input, data or machine, reported as one line without a traceback.
+
+`UserError` is the one channel: code that finds something the user can fix
+raises a subclass of it, and the boundary of each command (`exit_on_user_error`,
+or `fail` where nothing can be raised to a boundary) prints its message as
+`error: <message>` on stderr and exits with status 1.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -29,6 +39,14 @@ class RunFolderError(UserError):
     """A folder that is not a finished run's, or whose files do not describe one trained net."""
 
 
+class WriteError(UserError):
+    """A file cannot be written: the disk is full or read-only, or the folder is not ours."""
+
+
+class OutOfMemory(UserError):
+    """The device ran out of memory for the net and its batch."""
+
+
 class RunRecordError(UserError):
     """A run folder's file is missing, unreadable, or not what training writes.
 
@@ -46,13 +64,57 @@ class RunRecordError(UserError):
 
 
 def first_line(error: BaseException) -> str:
-    """An exception as one line (`Type: first line of its message`): for a log line or a
-    trial's fail_reason, where a driver's multi-line message would spill."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    """What a one-line report quotes of an exception raised by a library: the first
+    non-blank line of its message, else the name of its type."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
 
 
-def one_line_exit(error: UserError) -> SystemExit:
-    """The exit a command's boundary raises for a UserError: `error: <message>` on stderr,
-    exit code 1. SystemExit passes through Hydra's and instantiate's `except Exception`."""
-    return SystemExit(f"error: {error}")
+def cannot_write(path: str | Path, error: OSError) -> WriteError:
+    """The WriteError for an OSError met writing `path`, with the system's reason
+    ("No space left on device", "Read-only file system", "Permission denied")."""
+    return WriteError(f"cannot write {path}: {error.strerror or first_line(error)}")
+
+
+# The messages of allocators that could not find the memory asked for: torch's
+# CPU allocator raises a RuntimeError, CUDA's a torch.OutOfMemoryError (a RuntimeError).
+_ALLOCATION_FAILED = ("can't allocate memory", "out of memory")
+
+
+def out_of_memory(error: BaseException) -> OutOfMemory | None:
+    """The OutOfMemory an exception from torch stands for, or None if it is another error."""
+    if not isinstance(error, MemoryError | RuntimeError):
+        return None
+    text = first_line(error)
+    if not isinstance(error, MemoryError) and not any(s in text for s in _ALLOCATION_FAILED):
+        return None
+    return OutOfMemory(f"out of memory ({text}); lower the model's widths or data.batch_size")
+
+
+def report(message: str) -> int:
+    """Print `error: <message>` on stderr; returns 1, the exit status that goes with it
+    (for a command's main() that returns its status)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def fail(message: str) -> NoReturn:
+    """Print `error: <message>` on stderr and exit with status 1.
+
+    For code that runs where a raised UserError would reach no boundary of ours:
+    Hydra prints a traceback for any exception a sweeper or launcher raises, but
+    lets SystemExit through.
+    """
+    raise SystemExit(report(message))
+
+
+@contextlib.contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """The boundary of a command (as a `with` block or a decorator): a UserError raised
+    inside ends the process through `fail`, with its one line and exit status 1."""
+    try:
+        yield
+    except UserError as e:
+        fail(str(e))

@@ -57,11 +57,19 @@ def test_console_script_is_installed(tmp_path):
     assert "name: era_s6" in result.stdout
 
 
-def test_unknown_option_lists_the_choices(tmp_path):
-    result = run_cli("model=huge", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Could not find 'model/huge'" in result.stderr
-    assert "era_s6" in result.stderr  # Hydra lists the available options
+@pytest.mark.parametrize(
+    ("override", "option", "listed"),
+    [
+        ("model=huge", "model/huge", "era_s6"),
+        ("experiment=smalest", "experiment/smalest", "smallest"),
+    ],
+)
+def test_unknown_option_lists_the_choices(tmp_path, override, option, listed):
+    result = run_cli(override, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"Could not find '{option}'" in result.stderr
+    assert listed in result.stderr  # Hydra lists the available options
+    assert not (tmp_path / "outputs").exists()  # nothing trained
 
 
 def test_unknown_key_is_refused(tmp_path):
@@ -75,6 +83,7 @@ def test_unknown_key_is_refused(tmp_path):
     [
         (["model.w1=0"], "error: model.w1=0: must be >= 1"),
         (["model.n1=13"], "feature map collapses"),
+        (["model.w1=100000"], "GB of activations per batch of 128 need at least"),
     ],
 )
 def test_impossible_architecture_is_one_line(tmp_path, overrides, fragment):

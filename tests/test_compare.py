@@ -17,8 +17,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState, create_trial
 
-from mnist_sweep import plots
-from mnist_sweep.compare import table as compare
+from mnist_sweep import plots, sweep_files
+from mnist_sweep.compare import cli, discover, figures, layout, runs, verdict
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search import report
@@ -41,7 +41,7 @@ def _figures_only_where_looked_at(request, monkeypatch):
     """Drawing pareto.png and curves.png is most of what compare costs; the tests about
     the table and comparison.csv skip it, the ones marked `draws` look at the figures."""
     if request.node.get_closest_marker("draws") is None:
-        monkeypatch.setattr(compare, "write_plots", lambda *args, **kwargs: None)
+        monkeypatch.setattr(figures, "write_plots", lambda *args, **kwargs: None)
 
 
 def make_run(
@@ -111,7 +111,7 @@ def sweep(tmp_path: Path) -> Path:
 
 
 def compare_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = compare.main([str(a) for a in argv])
+    code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -217,11 +217,11 @@ def test_a_run_on_the_default_shows_the_value_it_ran_with(tmp_path, capsys):
     make_run(tmp_path, "a", ["model=tiny", "trainer.epochs=3"], accs=[99.0], model="tiny")
     make_run(tmp_path, "b", ["trainer.epochs=3"], accs=[99.0], model="small")
     make_run(tmp_path, "c", ["model=small", "trainer.epochs=3"], accs=[99.0], model="small")
-    assert compare.main([str(tmp_path)]) == 0
+    assert cli.main([str(tmp_path)]) == 0
     rows = read_csv(tmp_path / "comparison.csv")
     assert [(r["run"], r["model"]) for r in rows] == [("a", "tiny"), ("b", "small"), ("c", "small")]
     assert "trainer.epochs" not in rows[0]
-    assert compare.main([str(tmp_path / "b"), str(tmp_path / "c"), "--out", str(tmp_path)]) == 0
+    assert cli.main([str(tmp_path / "b"), str(tmp_path / "c"), "--out", str(tmp_path)]) == 0
     assert "model" not in read_csv(tmp_path / "comparison.csv")[0]  # both ran small
 
 
@@ -234,7 +234,7 @@ def test_a_run_on_the_default_shows_the_value_it_ran_with(tmp_path, capsys):
     ],
 )
 def test_sort(sweep, capsys, sort, order):
-    assert compare.main([str(sweep), "--sort", sort]) == 0
+    assert cli.main([str(sweep), "--sort", sort]) == 0
     runs = [r["run"] for r in read_csv(sweep / "comparison.csv")]
     assert runs[:-1] == order  # the run with no metrics.json sorts last
     assert runs[-1] == "6"
@@ -282,11 +282,9 @@ def test_writes_csv_and_two_pngs_into_out(sweep, tmp_path, capsys):
 
 
 def test_pareto_front_is_fewest_params_for_highest_accuracy(sweep):
-    rows = [
-        r for r in map(compare.load_run, compare.find_runs([sweep])[0]) if not isinstance(r, str)
-    ]
-    compare.sort_and_filter(rows)
-    front = plots.pareto_front(compare.completed(rows), key=compare.size_and_accuracy)
+    rows = [r for r in map(runs.load_run, discover.find_runs([sweep])[0]) if not isinstance(r, str)]
+    verdict.sort_and_filter(rows)
+    front = plots.pareto_front(verdict.completed(rows), key=figures.size_and_accuracy)
     # run 0 (1,046 params), run 1 (4,882, beats 0), run 2 (14,678, beats 1); the pruned and
     # running runs never enter, however accurate they were when they stopped
     assert [r.path.name for r in front] == ["0", "1", "2"]
@@ -324,7 +322,7 @@ def test_plots_that_compare_did_not_write_are_kept(tmp_path, sweep, capsys):
     (run / record.CURVES).write_bytes(b"the run's own plot")
     (sweep / "pareto.png").write_bytes(b"the sweep report's plot")
     for folder in (run, sweep, sweep):  # twice: the second time finds compare/ again
-        assert compare.main([str(folder)]) == 0
+        assert cli.main([str(folder)]) == 0
         assert (folder / "compare" / "comparison.csv").is_file()
         assert (folder / "compare" / "curves.png").read_bytes()[:8] == PNG
         assert not (folder / "comparison.csv").exists()
@@ -373,7 +371,7 @@ def test_only_broken_folders_is_an_empty_selection(tmp_path, capsys):
 )
 def test_bad_arguments_get_argparse_message(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        compare.main(argv)
+        cli.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -451,23 +449,23 @@ def test_keys_picks_the_table_columns(big_sweep, capsys, monkeypatch):
     assert "not shown" not in out  # two keys leave room for every other column
     assert len(next(csv.reader((big_sweep / "comparison.csv").open()))) > 20  # all keys
     with pytest.raises(SystemExit):
-        compare.main([str(big_sweep), "--keys", "momentum"])
+        cli.main([str(big_sweep), "--keys", "momentum"])
     assert "--keys: momentum is not a key that differs" in capsys.readouterr().err
 
 
 def test_short_names_and_values():
-    names = compare.short_names(["model.w1", "model.p", "dropout.p", "optimizer.lr", "p"])
+    names = layout.short_names(["model.w1", "model.p", "dropout.p", "optimizer.lr", "p"])
     assert names == {
         "model.w1": "w1", "model.p": "model.p", "dropout.p": "dropout.p", "optimizer.lr": "lr",
         "p": "p",
     }  # fmt: skip
-    assert compare.short_value("0.01456519136895919") == "0.0146"
-    assert compare.short_value("2.2971384069431e-06") == "2.3e-06"
-    assert compare.short_value("128") == "128"
-    assert compare.short_value("0.9995") == "0.9995"  # not 1: typed short, shown as typed
-    assert compare.short_value("5e-05") == "5e-05"
-    assert compare.short_value("small") == "small"
-    assert compare.short_value("[8,16]") == "[8,16]"
+    assert layout.short_value("0.01456519136895919") == "0.0146"
+    assert layout.short_value("2.2971384069431e-06") == "2.3e-06"
+    assert layout.short_value("128") == "128"
+    assert layout.short_value("0.9995") == "0.9995"  # not 1: typed short, shown as typed
+    assert layout.short_value("5e-05") == "5e-05"
+    assert layout.short_value("small") == "small"
+    assert layout.short_value("[8,16]") == "[8,16]"
 
 
 @pytest.mark.slow
@@ -475,7 +473,7 @@ def test_short_names_and_values():
 def test_sweep_scale_curves_zoom_on_the_finals_without_a_layout_warning(big_sweep, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. matplotlib's "constrained_layout not applied"
-        assert compare.main([str(big_sweep)]) == 0
+        assert cli.main([str(big_sweep)]) == 0
     assert (big_sweep / "curves.png").read_bytes()[:8] == PNG
     finals = [float(r["test_acc"]) for r in read_csv(big_sweep / "comparison.csv")]
     floor = plots.accuracy_floor(finals)
@@ -516,3 +514,18 @@ def test_real_multirun(tmp_path, data_root):
     assert "| 0 | tiny | 1,046 |" in shown.stdout
     for name in ("pareto.png", "curves.png"):
         assert (sweep / name).read_bytes()[:8] == PNG
+
+
+def test_the_fail_state_compare_reads_is_optunas():
+    assert TrialState.FAIL.name == sweep_files.FAILED
+
+
+@pytest.mark.slow
+def test_compare_imports_nothing_of_search_nor_torch():
+    # The one-way flow: compare reads run folders through run/record.py only, and
+    # starts without paying for torch or optuna.
+    probe = "import sys, mnist_sweep.compare.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not [m for m in loaded if m.startswith(("mnist_sweep.search", "optuna", "torch"))]

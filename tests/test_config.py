@@ -13,8 +13,11 @@ import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import MissingConfigException
 
 from mnist_sweep.errors import ArchitectureError, ConfigError, UserError
+from mnist_sweep.run import memory
+from mnist_sweep.run.build import build_setup
 from mnist_sweep.run.checkpoint import load_resumable
 from mnist_sweep.run.model import build_model, count_params, layer_output_shapes
 from mnist_sweep.run.optim import build_optimizer, build_scheduler
@@ -55,6 +58,16 @@ def test_option_composes_validates_and_builds(group: str, option: str):
     for _ in range(30):  # a full run's worth of steps must be valid
         optimizer.step()
         scheduler.step()
+
+
+@pytest.mark.parametrize(
+    ("group", "listed"), [("experiment", "smallest"), ("hparams_search", "screen")]
+)
+def test_a_misspelt_option_of_an_unset_group_is_refused_with_the_choices(group, listed):
+    # Both groups default to null; a name with no file must not fall back to it.
+    with pytest.raises(MissingConfigException, match=f"Could not find '{group}/nope'") as error:
+        compose_config([f"{group}=nope"])
+    assert listed in str(error.value)
 
 
 def test_schedules_derive_their_length_from_the_run():
@@ -151,6 +164,25 @@ def test_widths_are_overridable_from_the_command_line():
 def test_impossible_architectures_are_named_before_training(overrides, message):
     with pytest.raises(ArchitectureError, match=message):
         build_model(compose_config(overrides).model)
+
+
+def test_a_net_too_large_for_memory_is_refused_with_its_size_before_allocation():
+    with pytest.raises(ArchitectureError) as error:
+        build_setup(compose_config(["model.w1=100000"]))  # 360 GB of weights
+    message = str(error.value)
+    assert message.startswith("model: 90,002,104,138 params (360.0 GB) and ")
+    assert "per batch of 128" in message
+    assert message.endswith("lower the model's widths or data.batch_size")
+
+
+def test_the_memory_estimate_counts_weights_and_a_batchs_activations(monkeypatch):
+    params, activations = memory.footprint(lambda: build_model(compose_config().model), 2)
+    assert params == 4882
+    # Every layer's output for 2 images: more than the first conv's alone (8 x 26 x 26 each).
+    assert activations > 2 * 8 * 26 * 26
+    monkeypatch.setattr(memory, "device_memory", lambda device: 10**6)
+    with pytest.raises(ArchitectureError, match="more than this machine's 1.0 MB of memory"):
+        build_setup(compose_config())
 
 
 def _typed(value: Any) -> str:

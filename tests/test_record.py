@@ -3,6 +3,7 @@ refused with one line naming it. No training."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_sweep.errors import RunRecordError, UserError
+from mnist_sweep.errors import RunRecordError, UserError, WriteError
 from mnist_sweep.run import record
 from mnist_sweep.run.record import Checkpoint, RunRecord, RunStatus, TrainingState
 from tests.conftest import make_record
@@ -190,3 +191,35 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path):
     torch.save({"config": {}, "epoch": 1}, tmp_path / record.CHECKPOINT)
     with pytest.raises(RunRecordError, match="has no 'state_dict' entry"):
         record.load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_run_files_follow_the_umask(tmp_path, umask):
+    before = os.umask(umask)
+    try:
+        make_record([98.0]).save(tmp_path)
+        record.save_checkpoint(tmp_path, _checkpoint())
+    finally:
+        os.umask(before)
+    for name in (record.METRICS, record.CHECKPOINT):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_a_write_the_disk_refuses_is_one_line_and_keeps_the_file_before(tmp_path):
+    make_record([98.0]).save(tmp_path)
+    before = (tmp_path / record.METRICS).read_text()
+
+    def disk_full(tmp: Path) -> None:
+        tmp.write_text("half a fi")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(WriteError) as error:
+        record.atomic_write(tmp_path / record.METRICS, disk_full)
+    assert isinstance(error.value, UserError)
+    assert str(error.value) == f"cannot write {tmp_path / record.METRICS}: No space left on device"
+    assert (tmp_path / record.METRICS).read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [record.METRICS]  # no temporary left
+    # A folder that cannot be made: the system's reason, in one line.
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(WriteError, match=r"a-file/run/metrics.json: Not a directory$"):
+        make_record([98.0]).save(tmp_path / "a-file" / "run")

@@ -18,7 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mnist_sweep.compare import table as compare
+from mnist_sweep.compare.runs import load_run
+from mnist_sweep.compare.verdict import FAILED, sort_and_filter
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.storage import open_storage
 from mnist_sweep.search.sweeper import FINISHED
@@ -235,8 +236,8 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
     assert len([t for t in trials if t.state in FINISHED]) == 3
     run_dir = tmp_path / dead.user_attrs["run_dir"]
     assert RunRecord.load(run_dir).status is RunStatus.RUNNING  # only its killed process writes it
-    (row,) = compare.sort_and_filter([compare.load_run(run_dir)])
-    assert (row.verdict, row.reason) == (compare.FAILED, dead.user_attrs["fail_reason"])
+    (row,) = sort_and_filter([load_run(run_dir)])
+    assert (row.verdict, row.reason) == (FAILED, dead.user_attrs["fail_reason"])
 
 
 @pytest.mark.slow

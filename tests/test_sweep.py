@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots
-from mnist_sweep.compare import table as compare
+from mnist_sweep.compare.runs import load_run
+from mnist_sweep.compare.verdict import FAILED, sort_and_filter
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search import report
@@ -291,8 +292,8 @@ def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     run_dir = tmp_path / failed.user_attrs["run_dir"]
     metrics = RunRecord.load(run_dir)
     assert metrics.status is RunStatus.RUNNING and 1 <= len(metrics.epochs) < 4
-    (row,) = compare.sort_and_filter([compare.load_run(run_dir)])
-    assert row.verdict == compare.FAILED
+    (row,) = sort_and_filter([load_run(run_dir)])
+    assert row.verdict == FAILED
     assert row.reason == failed.user_attrs["fail_reason"]
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from mnist_sweep.errors import ConfigError, DataError, TrainingDiverged, UserError
+from mnist_sweep.errors import ConfigError, DataError, TrainingDiverged, UserError, WriteError
 from mnist_sweep.run import record
 from mnist_sweep.run.build import (
     CPU_EVAL_BATCH,
     GPU_EVAL_BATCH,
     build,
-    build_net,
+    build_setup,
     cpu_threads,
     eval_batch_size,
     prepare_model,
@@ -255,9 +258,9 @@ def test_build_gives_the_configured_run_and_writes_nothing(quick_cfg, tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_build_net_reads_no_data_so_a_data_error_is_on_record(quick_cfg, tmp_path):
+def test_build_setup_reads_no_data_so_a_data_error_is_on_record(quick_cfg, tmp_path):
     cfg = quick_cfg("model=tiny", **{"data.root": str(tmp_path / "nowhere")})
-    assert build_net(cfg).params == 1046  # no MNIST needed for the net
+    assert build_setup(cfg).params == 1046  # no MNIST needed for the net
     with pytest.raises(DataError, match="MNIST not found"):
         build(cfg)
     with pytest.raises(DataError):
@@ -265,6 +268,34 @@ def test_build_net_reads_no_data_so_a_data_error_is_on_record(quick_cfg, tmp_pat
     metrics = RunRecord.load(tmp_path / "run")
     assert metrics.status is RunStatus.FAILED and "MNIST not found" in metrics.error
     assert metrics.params == 1046 and metrics.epochs == []
+
+
+def test_a_disk_that_fills_mid_run_is_one_line_and_keeps_the_finished_epochs(
+    quick_cfg, tmp_path, monkeypatch
+):
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 500, "trainer.epochs": 3})
+    full = False
+    new_file = record._new_file
+
+    def no_space(path):
+        if full:  # every file from here on: metrics.json, checkpoint.pt, curves.png
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return new_file(path)
+
+    def fill_after_epoch_1(metrics) -> None:
+        nonlocal full
+        full = True
+
+    monkeypatch.setattr(record, "_new_file", no_space)
+    with pytest.raises(WriteError) as error:
+        train(cfg, tmp_path, on_epoch_end=fill_after_epoch_1)
+    assert isinstance(error.value, UserError)  # the CLI prints it as one line, exit 1
+    assert str(error.value).endswith(": No space left on device")
+    assert "\n" not in str(error.value)
+    metrics = RunRecord.load(tmp_path)
+    assert [e.epoch for e in metrics.epochs] == [1]
+    assert record.load_checkpoint(tmp_path).epoch == 1
+    assert not (tmp_path / record.CURVES).exists()  # skipped with a warning, not the error
 
 
 def test_fit_trains_the_epochs_asked_and_hands_each_callback_its_figures(quick_cfg, tmp_path):

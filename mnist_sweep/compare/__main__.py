@@ -1,5 +1,5 @@
 """`python -m mnist_sweep.compare RUNS...`"""
 
-from mnist_sweep.compare.table import main
+from mnist_sweep.compare.cli import main
 
 raise SystemExit(main())

@@ -2,7 +2,7 @@
 
 `build(cfg)` gives a `Run`: device, data, model, optimizer, schedule, weight
 average, the seeded generator and autocast settings. It comes in two steps,
-`build_net` (the config's checks, the device and the net: no data read) and the
+`build_setup` (the config's checks, the device and the net: no data read) and the
 rest, so that a trainer can put the run on record before the data loads, and a
 run whose data cannot be read is on record as failed.
 """
@@ -22,6 +22,7 @@ from mnist_sweep.errors import UserError
 from mnist_sweep.run.averaging import WeightAverage, build_average
 from mnist_sweep.run.data import DeviceData, prepare_data
 from mnist_sweep.run.distill import load_teacher
+from mnist_sweep.run.memory import check_fits
 from mnist_sweep.run.model import build_model, count_params
 from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
 
@@ -49,9 +50,9 @@ def autocast_context(precision: str, device: torch.device) -> Autocast:
 def cpu_threads(threads: int | None) -> Iterator[None]:
     """Run the block with `threads` intra-op CPU threads (None: torch's default), then restore.
 
-    On a 2-core machine that others share, one thread trains many times faster
-    than two: each op of these small nets ends in a barrier that waits for
-    whichever thread the OS has just descheduled (docs/BENCHMARKS.md).
+    On a machine that others share, one thread beats several for these small
+    nets: each op ends in a barrier that waits for whichever thread the OS has
+    just descheduled (docs/BENCHMARKS.md).
     """
     if threads is None:
         yield
@@ -74,9 +75,9 @@ def prepare_model(model: nn.Module, trainer_cfg: Any, device: torch.device) -> n
     return model
 
 
-# Evaluation batch when data.eval_batch_size is null. On a CPU, batches past the
-# caches run slower: 128 measured 1.8x (small) to 2.8x (era_s6) faster than 2,000
-# (docs/BENCHMARKS.md). On a GPU, larger batches keep it busy.
+# Evaluation batch when data.eval_batch_size is null. On a CPU a batch that
+# outgrows the caches runs slower (docs/BENCHMARKS.md); on a GPU, larger batches
+# keep it busy.
 CPU_EVAL_BATCH, GPU_EVAL_BATCH = 128, 2000
 
 
@@ -89,8 +90,8 @@ def eval_batch_size(data_cfg: Any, device: torch.device) -> int:
 
 
 @dataclass
-class Net:
-    """What the config settles before any data is read: where to train, and the net."""
+class TrainingSetup:
+    """What the config settles before any data is read: where and how to train, and the net."""
 
     cfg: DictConfig
     device: torch.device
@@ -110,7 +111,7 @@ class Net:
 
 
 @dataclass
-class Run(Net):
+class Run(TrainingSetup):
     """A net ready to train: its data on the device, optimizer, schedule and average."""
 
     data: DeviceData
@@ -125,15 +126,20 @@ class Run(Net):
         return self.average.eval_model(self.model) if self.average is not None else self.model
 
 
-def build_net(cfg: DictConfig) -> Net:
+def build_setup(cfg: DictConfig) -> TrainingSetup:
     """Device, seeds and the net; raises UserError (an impossible architecture among
     them) before anything slow happens."""
     device = resolve_device(cfg.trainer.device)
     autocast = autocast_context(cfg.trainer.precision, device)
     torch.manual_seed(cfg.trainer.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
-    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.get("placement", "unit"))
-    return Net(
+
+    def layout() -> nn.Module:
+        return build_model(cfg.model, cfg.dropout.p, cfg.dropout.get("placement", "unit"))
+
+    check_fits(layout, cfg.data.batch_size, device)  # before a net too large is allocated
+    model = layout()
+    return TrainingSetup(
         cfg=cfg,
         device=device,
         autocast=autocast,
@@ -145,20 +151,20 @@ def build_net(cfg: DictConfig) -> Net:
     )
 
 
-def build(cfg: DictConfig, net: Net | None = None) -> Run:
-    """Everything `cfg` asks for, from `net` if it was built already (else built here)."""
-    net = net if net is not None else build_net(cfg)
+def build(cfg: DictConfig, setup: TrainingSetup | None = None) -> Run:
+    """Everything `cfg` asks for, from `setup` if it was built already (else built here)."""
+    setup = setup if setup is not None else build_setup(cfg)
     teacher = load_teacher(cfg.get("distill"))  # a bad folder fails before the data
     if teacher is not None:
-        teacher = prepare_model(teacher, cfg.trainer, net.device)
-    data = prepare_data(cfg.data, net.device)
-    model = prepare_model(net.model, cfg.trainer, net.device)
+        teacher = prepare_model(teacher, cfg.trainer, setup.device)
+    data = prepare_data(cfg.data, setup.device)
+    model = prepare_model(setup.model, cfg.trainer, setup.device)
     optimizer = build_optimizer(cfg.optimizer, model)
     steps = steps_per_epoch(data.n_train, cfg.data.batch_size)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, steps, net.epochs)
-    average = build_average(cfg.get("average"), model, steps * net.epochs)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, steps, setup.epochs)
+    average = build_average(cfg.get("average"), model, steps * setup.epochs)
     return Run(
-        **{**vars(net), "model": model},
+        **{**vars(setup), "model": model},
         data=data,
         optimizer=optimizer,
         scheduler=scheduler,

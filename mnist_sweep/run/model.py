@@ -89,10 +89,9 @@ def _check_feature_maps(specs: list[BlockSpec]) -> int:
 class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper mask on the CPU; the same layer everywhere else.
 
-    torch draws a CPU dropout mask with bernoulli_ (float32) or rand (what this
-    class used before), both one Mersenne-Twister call per activation: the draw
-    alone was the largest single cost of a CPU training step of these nets
-    (docs/BENCHMARKS.md). Here one 64-bit draw gives four 16-bit uniforms, and an
+    torch draws a CPU dropout mask with bernoulli_, one Mersenne-Twister call per
+    activation: for nets this small the draw is the largest single cost of a CPU
+    training step (docs/BENCHMARKS.md). Here one 64-bit draw gives four 16-bit uniforms, and an
     activation is kept when its uniform clears a threshold. The drop rate is p
     rounded to a multiple of 1/65536 (0.1 becomes 0.1000061), and survivors are
     scaled by 1 / (1 - that rate), so the layer stays unbiased (in bf16, up to

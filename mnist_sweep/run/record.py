@@ -1,4 +1,4 @@
-"""The run folder: the name of every file in it and the format of the files training writes.
+"""The run folder: the name of every file in it and the format of every file training writes.
 
 - metrics.json: the run's `RunRecord`, one `EpochRow` per epoch, rewritten after every epoch
 - model_summary.txt: layer / output shape / param # table
@@ -6,34 +6,47 @@
   (loads with weights_only=True)
 - curves.png: loss and accuracy per epoch, train vs test
 - .hydra/config.yaml, .hydra/overrides.yaml, .hydra/hydra.yaml: Hydra's own, written
-  before the job starts
+  before the job starts (read here too: `load_overrides`, `load_config`, `load_hydra_runtime`)
+
+Each format is a pydantic model, its fields declared once, in their order on disk:
+`to_dict` gives the file's content and `from_dict` reads it back, refusing a
+flawed file with one line (`RunRecordError`) that names the file and the entry.
 
 Only the process that trains a run writes its metrics.json; every other module
 reads it through `RunRecord.load`. A run that died leaves "running" behind:
 `RunRecord.still_running` tells a live one from a dead one.
 
 Files are written to a temporary name and renamed, so a crash mid-write never
-leaves a half-written file behind.
+leaves a half-written file behind, and a disk that refuses a write is one line
+(`WriteError`), with every file written before it left whole.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
+import secrets
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Strict, ValidationError, ValidationInfo, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mnist_sweep import plots
-from mnist_sweep.errors import RunRecordError
+from mnist_sweep.errors import RunRecordError, WriteError, cannot_write, first_line
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
+else:
+    Tensor = Any  # pydantic reads annotations at run time; a checkpoint's tensors pass as they are
+
+log = logging.getLogger(__name__)
 
 # torch is imported where a checkpoint is written or read, not here: `compare`
 # reads run folders and should not pay torch's seconds of start-up.
@@ -64,81 +77,146 @@ class RunStatus(str, enum.Enum):
 # --- writing files ----------------------------------------------------------------------
 
 
+def _new_file(path: Path) -> Path:
+    """A new, empty file beside `path` under a name no other writer uses.
+
+    Created like open() creates a file, mode 0o666 less the umask, so that a run's
+    files are as readable as the user's others (tempfile.mkstemp would make them
+    0600, and teammates sharing an outputs/ could not read each other's runs).
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file next to `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Call write(tmp) on a temporary file next to `path`, then rename it into place.
+
+    A write the disk refuses (full, read-only, not ours) raises WriteError with the
+    path and the system's reason, and leaves the file `path` was before.
+    """
     try:
-        write(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_file(path)
+    except OSError as e:
+        raise cannot_write(path, e) from None
+    try:
+        write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise cannot_write(path, e) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-# --- reading what training wrote ------------------------------------------------------------
-
-_NUMBER = (int, float)
-_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# --- the formats ------------------------------------------------------------------------------
 
 
-class _Entries:
-    """One JSON object of a record file, read key by key into a one-line error on any flaw."""
+class OnDisk(enum.Enum):
+    """How a field sits in its file beyond its type, given as Annotated[type, OnDisk.X].
+    Every other field is an entry each file has (a default serves Python callers only)."""
 
-    def __init__(self, data: Any, path: Path, where: str = "") -> None:
-        if not isinstance(data, dict):
-            raise RunRecordError(path, f"holds {where}{_kind(data)}, expected a JSON object")
-        self.data, self.path, self.where = data, path, where
+    LATER = "files written before the field existed lack it: it loads as None"
+    IF_SET = "left out of the file while None; loads as None when absent"
 
-    def get(self, key: str, types: tuple[type, ...], *, null: bool = False) -> Any:
-        if key not in self.data:
-            raise RunRecordError(self.path, f"has no {self.where}{key!r} entry")
-        return self._check(key, types, null)
 
-    def optional(self, key: str, types: tuple[type, ...]) -> Any:
-        """A key that files written before it existed lack (and that may be null)."""
-        return self._check(key, types, True) if key in self.data else None
+LATER, IF_SET = OnDisk.LATER, OnDisk.IF_SET
+FROM_FILE = "from file"  # validation context: the data was read from a file
 
-    def _check(self, key: str, types: tuple[type, ...], null: bool) -> Any:
-        value = self.data[key]
-        if value is None and null:
-            return None
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            expected = _NAMES.get(types[-1], types[-1].__name__)
-            raise RunRecordError(
-                self.path, f"has {_kind(value)} for {self.where}{key!r}, expected {expected}"
-            )
-        return value
+
+class FileFormat(BaseModel):
+    """One JSON object of a run folder file (or one dict of a checkpoint), its fields
+    declared in their order on disk."""
+
+    # A value of the wrong kind is refused, never converted: "99.5" is no accuracy.
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_entry_written(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context == FROM_FILE and isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if name not in data and not {LATER, IF_SET} & {*field.metadata}:
+                    raise PydanticCustomError("missing_entry", "no {key} entry", {"key": name})
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's content: plain values (what json and torch's weights_only loading
+        take), in field order."""
+        data = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is not None or IF_SET not in field.metadata:
+                data[name] = _plain(value)
+        return data
+
+    @classmethod
+    def from_dict(cls: type[F], data: Any, path: Path) -> F:
+        """The record in `data`, as read from `path` (named in the error if it is flawed)."""
+        try:
+            return cls.model_validate(data, context=FROM_FILE)
+        except ValidationError as e:
+            raise RunRecordError(path, _problem(e.errors()[0])) from None
+
+
+F = TypeVar("F", bound=FileFormat)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, FileFormat):
+        return value.to_dict()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# What each of pydantic's strict type errors expected.
+_EXPECTED = {
+    "int_type": "an integer", "float_type": "a number", "string_type": "a string",
+    "bool_type": "true or false", "list_type": "a list", "dict_type": "a JSON object",
+    "model_type": "a JSON object",
+}  # fmt: skip
 
 
 def _kind(value: Any) -> str:
     return "null" if value is None else f"a {type(value).__name__} ({value!r:.40})"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunRecordError(path, "is missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise RunRecordError(path, f"is unreadable or corrupt ({_first_line(e)})") from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+def _problem(error: ErrorDetails) -> str:
+    """Pydantic's error as the words after the file's name: `has no 'params' entry`,
+    `has a str ('high') for epochs[0] 'test_acc', expected a number`."""
+    loc, kind = tuple(error["loc"]), error["type"]
+    if kind == "missing_entry":
+        loc, kind = (*loc, error["ctx"]["key"]), "missing"
+    if not loc:
+        return f"holds {_kind(error['input'])}, expected a JSON object"
+    outer = "".join(f"[{p}]" if isinstance(p, int) else f"{'.' if i else ''}{p}"
+                    for i, p in enumerate(loc[:-1]))  # fmt: skip
+    key = loc[-1]
+    name = f"{outer}[{key}]" if isinstance(key, int) else f"{outer} {key!r}".lstrip()
+    if kind == "missing":
+        return f"has no {name} entry"
+    if kind == "enum":  # pydantic's "'a', 'b' or 'c'"
+        choices = error["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        return f"has an unknown {key} {error['input']!r} (expected {choices})"
+    expected = _EXPECTED.get(kind, error["msg"].lower())
+    return f"has {_kind(error['input'])} for {name}, expected {expected}"
 
 
 # --- metrics.json ------------------------------------------------------------------------------
 
 
-@dataclass
-class EpochRow:
+class EpochRow(FileFormat):
     """One epoch's figures, as metrics.json lists them under "epochs"."""
 
     epoch: int
@@ -148,68 +226,36 @@ class EpochRow:
     test_acc: float
     lr: float
     seconds: float  # training, without evaluation
+    # Only with a validation split (data.val_size > 0): no val keys at all otherwise.
+    val_loss: Annotated[float | None, IF_SET] = None
+    val_acc: Annotated[float | None, IF_SET] = None
     eval_seconds: float
-    val_loss: float | None = None  # only with a validation split (data.val_size > 0)
-    val_acc: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        row = {
-            "epoch": self.epoch,
-            "train_loss": self.train_loss,
-            "train_acc": self.train_acc,
-            "test_loss": self.test_loss,
-            "test_acc": self.test_acc,
-            "lr": self.lr,
-            "seconds": self.seconds,
-        }
-        if self.val_acc is not None:  # no validation split: no val keys at all
-            row["val_loss"], row["val_acc"] = self.val_loss, self.val_acc
-        row["eval_seconds"] = self.eval_seconds
-        return row
-
-    @classmethod
-    def from_dict(cls, data: Any, path: Path, where: str = "") -> EpochRow:
-        e = _Entries(data, path, where)
-        return cls(
-            epoch=e.get("epoch", (int,)),
-            train_loss=e.get("train_loss", _NUMBER),
-            train_acc=e.get("train_acc", _NUMBER),
-            test_loss=e.get("test_loss", _NUMBER),
-            test_acc=e.get("test_acc", _NUMBER),
-            lr=e.get("lr", _NUMBER),
-            seconds=e.get("seconds", _NUMBER),
-            eval_seconds=e.get("eval_seconds", _NUMBER),
-            val_loss=e.optional("val_loss", _NUMBER),
-            val_acc=e.optional("val_acc", _NUMBER),
-        )
 
 
-@dataclass
-class RunRecord:
+class RunRecord(FileFormat):
     """What metrics.json holds: the run's figures so far and how it stands."""
 
     model: str
     params: int
-    target_acc: float
-    epochs_planned: int
-    seed: int
-    device: str
-    torch: str
-    status: RunStatus = RunStatus.RUNNING
-    error: str | None = None  # why it failed or was pruned
+    status: Annotated[RunStatus, Strict(False)] = RunStatus.RUNNING  # read from its word
     test_acc: float | None = None  # final epoch: the headline figure
     best_test_acc: float | None = None  # best epoch, picked on the test set: not a fair headline
     best_epoch: int | None = None
     val_acc: float | None = None  # final epoch, only with data.val_size > 0
+    target_acc: float
     reached_target: bool = False
-    # Who runs it: a "running" run whose process is gone was killed. Runs
-    # recorded before these were written lack them.
-    host: str | None = None
-    pid: int | None = None
+    epochs_planned: int
+    seed: int
+    device: str
+    torch: str
+    # Who runs it: a "running" run whose process is gone was killed.
+    host: Annotated[str | None, LATER] = None
+    pid: Annotated[int | None, LATER] = None
     wall_seconds: float = 0.0
     train_seconds: float = 0.0
-    epochs: list[EpochRow] = field(default_factory=list)
-    resumed_after_epoch: int | None = None  # written only for a resumed run
+    error: str | None = None  # why it failed or was pruned
+    epochs: list[EpochRow] = []
+    resumed_after_epoch: Annotated[int | None, IF_SET] = None  # only for a resumed run
 
     def add_epoch(self, row: EpochRow) -> None:
         """Append an epoch and update the figures that follow from the history."""
@@ -220,72 +266,11 @@ class RunRecord:
         self.best_test_acc, self.best_epoch = best.test_acc, best.epoch
         self.train_seconds = round(sum(e.seconds for e in self.epochs), 3)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {
-            "model": self.model,
-            "params": self.params,
-            "status": self.status.value,
-            "test_acc": self.test_acc,
-            "best_test_acc": self.best_test_acc,
-            "best_epoch": self.best_epoch,
-            "val_acc": self.val_acc,
-            "target_acc": self.target_acc,
-            "reached_target": self.reached_target,
-            "epochs_planned": self.epochs_planned,
-            "seed": self.seed,
-            "device": self.device,
-            "torch": self.torch,
-            "host": self.host,
-            "pid": self.pid,
-            "wall_seconds": self.wall_seconds,
-            "train_seconds": self.train_seconds,
-            "error": self.error,
-            "epochs": [e.to_dict() for e in self.epochs],
-        }
-        if self.resumed_after_epoch is not None:
-            data["resumed_after_epoch"] = self.resumed_after_epoch
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any, path: Path) -> RunRecord:
-        """The record in `data`, as read from `path` (named in the error if it is flawed)."""
-        e = _Entries(data, path)
-        try:
-            status = RunStatus(e.get("status", (str,)))
-        except ValueError:
-            known = ", ".join(s.value for s in RunStatus)
-            raise RunRecordError(
-                path, f"has an unknown status {data['status']!r} (expected {known})"
-            ) from None
-        rows = e.get("epochs", (list,))
-        return cls(
-            model=e.get("model", (str,)),
-            params=e.get("params", (int,)),
-            status=status,
-            test_acc=e.get("test_acc", _NUMBER, null=True),
-            best_test_acc=e.get("best_test_acc", _NUMBER, null=True),
-            best_epoch=e.get("best_epoch", (int,), null=True),
-            val_acc=e.get("val_acc", _NUMBER, null=True),
-            target_acc=e.get("target_acc", _NUMBER),
-            reached_target=e.get("reached_target", (bool,)),
-            epochs_planned=e.get("epochs_planned", (int,)),
-            seed=e.get("seed", (int,)),
-            device=e.get("device", (str,)),
-            torch=e.get("torch", (str,)),
-            host=e.optional("host", (str,)),
-            pid=e.optional("pid", (int,)),
-            wall_seconds=e.get("wall_seconds", _NUMBER),
-            train_seconds=e.get("train_seconds", _NUMBER),
-            error=e.get("error", (str,), null=True),
-            epochs=[EpochRow.from_dict(r, path, f"epochs[{i}] ") for i, r in enumerate(rows)],
-            resumed_after_epoch=e.optional("resumed_after_epoch", (int,)),
-        )
-
     @classmethod
     def load(cls, run_dir: str | Path) -> RunRecord:
         """The run folder's metrics.json; RunRecordError if it is missing or flawed."""
         path = Path(run_dir) / METRICS
-        return cls.from_dict(_read_json(path), path)
+        return cls.from_dict(_read(path, json.loads), path)
 
     def save(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / METRICS, self.to_dict())
@@ -314,93 +299,45 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def sweep_trial(hydra_runtime: Mapping[str, Any]) -> int | None:
-    """The sweep trial a run was launched for, from its loaded .hydra/hydra.yaml (None for a
-    run outside a sweep)."""
-    hydra = hydra_runtime.get("hydra")
-    job = hydra.get("job") if isinstance(hydra, Mapping) else None
-    number = job.get(SWEEP_TRIAL) if isinstance(job, Mapping) else None
-    return number if isinstance(number, int) and not isinstance(number, bool) else None
-
-
 # --- checkpoint.pt -----------------------------------------------------------------------------
 
 
-@dataclass
-class TrainingState:
+class TrainingState(FileFormat):
     """What a checkpoint holds beyond the shipped weights to go on exactly where it stopped
     (run/checkpoint.py takes it from and puts it back into the live objects)."""
 
+    # The live weights training goes on from (with weight averaging, the shipped
+    # ones are the average), and the average's own state.
+    model: Annotated[dict[str, Tensor] | None, LATER] = None
+    average: Annotated[dict[str, Any] | None, LATER] = None
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     torch_rng: Tensor
     cuda_rng: list[Tensor]
     generator: Tensor
     metrics: RunRecord  # the record as of the checkpoint's epoch
-    # The live weights training goes on from (with weight averaging, the shipped
-    # ones are the average), and the average's own state.
-    model: dict[str, Tensor] | None = None
-    average: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "average": self.average,
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler,
-            "torch_rng": self.torch_rng,
-            "cuda_rng": self.cuda_rng,
-            "generator": self.generator,
-            "metrics": self.metrics.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any, path: Path) -> TrainingState:
-        e = _Entries(data, path, "resume ")
-        return cls(
-            optimizer=e.get("optimizer", (dict,)),
-            scheduler=e.get("scheduler", (dict,)),
-            torch_rng=e.get("torch_rng", (object,)),
-            cuda_rng=e.get("cuda_rng", (list,)),
-            generator=e.get("generator", (object,)),
-            metrics=RunRecord.from_dict(e.get("metrics", (dict,)), path),
-            model=e.optional("model", (dict,)),
-            average=e.optional("average", (dict,)),
-        )
 
 
-@dataclass
-class Checkpoint:
+class Checkpoint(FileFormat):
     """What checkpoint.pt holds: the weights the run ships, the resolved config, the epoch
     they are from, and (in every checkpoint training writes) the state to resume from."""
 
     state_dict: dict[str, Tensor]
     config: dict[str, Any]
     epoch: int
-    resume: TrainingState | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {"state_dict": self.state_dict, "config": self.config, "epoch": self.epoch}
-        if self.resume is not None:
-            data["resume"] = self.resume.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any, path: Path) -> Checkpoint:
-        e = _Entries(data, path)
-        resume = e.optional("resume", (dict,))
-        return cls(
-            state_dict=e.get("state_dict", (dict,)),
-            config=e.get("config", (dict,)),
-            epoch=e.get("epoch", (int,)),
-            resume=None if resume is None else TrainingState.from_dict(resume, path),
-        )
+    resume: Annotated[TrainingState | None, IF_SET] = None
 
 
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
     import torch
 
-    atomic_write(run_dir / CHECKPOINT, lambda tmp: torch.save(checkpoint.to_dict(), tmp))
+    def write(tmp: Path) -> None:
+        # Through a Python file, so that a full disk is an OSError (torch's own
+        # writer would raise a RuntimeError without the reason).
+        with tmp.open("wb") as f:
+            torch.save(checkpoint.to_dict(), f)
+
+    atomic_write(run_dir / CHECKPOINT, write)
 
 
 def load_checkpoint(run_dir: str | Path) -> Checkpoint:
@@ -413,8 +350,58 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
     except FileNotFoundError:
         raise RunRecordError(path, "is missing") from None
     except Exception as e:  # torch.load raises many kinds on a damaged file
-        raise RunRecordError(path, f"is unreadable or corrupt ({_first_line(e)})") from None
+        raise RunRecordError(path, f"is unreadable or corrupt ({first_line(e)})") from None
     return Checkpoint.from_dict(data, path)
+
+
+# --- reading files --------------------------------------------------------------------------
+
+
+def _read(path: Path, parse: Callable[[str], Any], kind: type | None = None) -> Any:
+    """The parsed content of `path`; RunRecordError if it is missing, unreadable, or not
+    of `kind`."""
+    try:
+        data = parse(path.read_text())
+    except FileNotFoundError:
+        raise RunRecordError(path, "is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        raise RunRecordError(path, f"is unreadable or corrupt ({first_line(e)})") from None
+    if kind is not None and not isinstance(data, kind):
+        raise RunRecordError(path, f"holds {_kind(data)}, expected a {kind.__name__}")
+    return data
+
+
+def load_overrides(run_dir: str | Path) -> list[str]:
+    """The command line's task overrides the run was started with (.hydra/overrides.yaml)."""
+    return [str(o) for o in _read(Path(run_dir) / HYDRA_OVERRIDES, yaml.safe_load, list)]
+
+
+def load_config(run_dir: str | Path) -> dict[str, Any]:
+    """The composed config the run trained with (.hydra/config.yaml), as plain data."""
+    return _read(Path(run_dir) / HYDRA_CONFIG, yaml.safe_load, dict)
+
+
+def load_hydra_runtime(run_dir: str | Path) -> dict[str, Any]:
+    """Hydra's own settings for the run (.hydra/hydra.yaml), as plain data."""
+    return _read(Path(run_dir) / HYDRA_RUNTIME, yaml.safe_load, dict)
+
+
+def group_choices(hydra_runtime: Mapping[str, Any]) -> dict[str, Any]:
+    """The option the run took of each config group ({"model": "small", ...}), from its
+    loaded .hydra/hydra.yaml; {} if it does not say."""
+    try:
+        return dict(hydra_runtime["hydra"]["runtime"]["choices"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
+def sweep_trial(hydra_runtime: Mapping[str, Any]) -> int | None:
+    """The sweep trial a run was launched for, from its loaded .hydra/hydra.yaml (None for a
+    run outside a sweep)."""
+    hydra = hydra_runtime.get("hydra")
+    job = hydra.get("job") if isinstance(hydra, Mapping) else None
+    number = job.get(SWEEP_TRIAL) if isinstance(job, Mapping) else None
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 # --- the other files -----------------------------------------------------------------------------
@@ -441,7 +428,11 @@ def write_model_summary(run_dir: Path, model: nn.Module) -> str:
 
 
 def plot_curves(run_dir: Path, epochs: Sequence[dict[str, Any]], title: str) -> None:
-    """Loss and accuracy per epoch, train vs test (and validation when there is one)."""
+    """Loss and accuracy per epoch, train vs test (and validation when there is one).
+
+    A figure the disk refuses is skipped with a warning, never the run: metrics.json
+    holds every figure it shows, and the error that matters is the next write's.
+    """
     splits = [
         s for s in ("train", "val", "test") if epochs and epochs[0].get(f"{s}_loss") is not None
     ]
@@ -450,4 +441,7 @@ def plot_curves(run_dir: Path, epochs: Sequence[dict[str, Any]], title: str) -> 
         return plots.Curve([(e["epoch"], e[f"{split}_{figure}"]) for e in epochs], "split", split)
 
     accuracy, loss = [curve(s, "acc") for s in splits], [curve(s, "loss") for s in splits]
-    atomic_write(run_dir / CURVES, lambda tmp: plots.curves(tmp, title, accuracy, loss=loss))
+    try:
+        atomic_write(run_dir / CURVES, lambda tmp: plots.curves(tmp, title, accuracy, loss=loss))
+    except WriteError as e:
+        log.warning("skipped %s: %s", CURVES, e)

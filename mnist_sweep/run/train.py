@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import TrialPruned
 
 from mnist_sweep.run import checkpoint, record
-from mnist_sweep.run.build import Net, Run, build, build_net, cpu_threads
+from mnist_sweep.run.build import Run, TrainingSetup, build, build_setup, cpu_threads
 from mnist_sweep.run.fit import fit
 from mnist_sweep.run.record import EpochRow, RunRecord, RunStatus
 from mnist_sweep.schema import validate
@@ -34,15 +34,15 @@ log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
-def new_record(cfg: DictConfig, net: Net) -> RunRecord:
+def new_record(cfg: DictConfig, setup: TrainingSetup) -> RunRecord:
     """The record of a run that is about to start."""
     return RunRecord(
         model=cfg.model.name,
-        params=net.params,
+        params=setup.params,
         target_acc=cfg.target_acc,
-        epochs_planned=net.epochs,
+        epochs_planned=setup.epochs,
         seed=cfg.trainer.seed,
-        device=net.device_name,
+        device=setup.device_name,
         torch=str(torch.__version__),  # a str subclass that weights_only loading refuses
         host=socket.gethostname(),
         pid=os.getpid(),
@@ -60,8 +60,8 @@ def train(
 
 def _train(cfg: DictConfig, run_dir: Path, on_epoch_end: EpochCallback | None) -> dict[str, Any]:
     started = time.perf_counter()
-    net = build_net(cfg)  # an impossible config stops here, before the run is on record
-    metrics = new_record(cfg, net)
+    setup = build_setup(cfg)  # an impossible config stops here, before the run is on record
+    metrics = new_record(cfg, setup)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     saved = checkpoint.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
     if saved is not None and saved.resume is not None:  # the history so far, and its time
@@ -78,7 +78,7 @@ def _train(cfg: DictConfig, run_dir: Path, on_epoch_end: EpochCallback | None) -
 
     save(RunStatus.RUNNING)  # from here on, metrics.json tells what became of the run
     try:
-        run = build(cfg, net)
+        run = build(cfg, setup)
         record.write_model_summary(run_dir, run.model)
         first_epoch = 1
         if saved is not None:
@@ -110,7 +110,7 @@ def _train(cfg: DictConfig, run_dir: Path, on_epoch_end: EpochCallback | None) -
             record.plot_curves(
                 run_dir,
                 [e.to_dict() for e in metrics.epochs],
-                f"{cfg.model.name} ({net.params:,} params)",
+                f"{cfg.model.name} ({setup.params:,} params)",
             )
     save(RunStatus.COMPLETED)
     log.info(

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import Field, ValidationError
 
-from mnist_sweep.errors import ConfigError
+from mnist_sweep.errors import ConfigError, first_line
 from mnist_sweep.schema.base import Section
 from mnist_sweep.schema.data import Data
 from mnist_sweep.schema.messages import one_line
@@ -53,7 +53,7 @@ def _resolved(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:  # an interpolation that does not resolve
         where = f"{e.full_key}: " if getattr(e, "full_key", None) else ""
-        raise ConfigError(f"{where}{str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{where}{first_line(e)}") from None
     assert isinstance(values, dict)
     return values
 

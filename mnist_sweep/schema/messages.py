@@ -36,7 +36,7 @@ BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 @dataclass
-class Spot:
+class ErrorLocation:
     """Where an error is: the dotted key, the section holding it and the key's declared type."""
 
     key: str
@@ -96,7 +96,7 @@ def _field(section: type[BaseModel], key: Any) -> FieldInfo | None:
     )
 
 
-def locate(root: type[BaseModel], loc: tuple[Any, ...]) -> Spot:
+def locate(root: type[BaseModel], loc: tuple[Any, ...]) -> ErrorLocation:
     """Follow pydantic's error path through the schema's classes."""
     parts: list[str] = []
     annotation: Any = root
@@ -120,7 +120,7 @@ def locate(root: type[BaseModel], loc: tuple[Any, ...]) -> Spot:
         else:
             annotation = None
     annotation, extra = _unwrap(annotation)
-    return Spot(".".join(parts), section, annotation, constraints + extra)
+    return ErrorLocation(".".join(parts), section, annotation, constraints + extra)
 
 
 def show(value: Any) -> str:

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from mnist_sweep.errors import RunRecordError, UserError
+from mnist_sweep.errors import RunRecordError, UserError, first_line, report
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.seeds import verdict
@@ -59,10 +59,9 @@ def _search_settings(run_dir: Path) -> tuple[int, list[str]]:
         seed = int(OmegaConf.load(run_dir / record.HYDRA_CONFIG).trainer.seed)
         return seed, launcher_overrides(run_dir)
     except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as e:
-        why = (str(e).splitlines() or [type(e).__name__])[0]
         raise UserError(
-            f"the winner's run folder {run_dir} is missing or damaged ({why}); confirm reads "
-            "its .hydra/config.yaml and .hydra/hydra.yaml"
+            f"the winner's run folder {run_dir} is missing or damaged ({first_line(e)}); "
+            "confirm reads its .hydra/config.yaml and .hydra/hydra.yaml"
         ) from None
 
 
@@ -156,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         confirm(args.sweep_dir, args.seeds, args.overrides)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report(str(e))
     return 0  # the verdict is printed and in confirm.json
 
 

@@ -188,7 +188,7 @@ class TrialJobs:
             log.info("trial %d: %s", trial.number, e)
             raise
         except Exception as e:
-            reason = first_line(e)
+            reason = f"{type(e).__name__}: {first_line(e)}"
             trial.set_user_attr("fail_reason", reason)
             log.warning("trial %d failed: %s", trial.number, reason)
             raise TrialFailed(reason) from None

@@ -23,16 +23,18 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep import plots
+from mnist_sweep.errors import exit_on_user_error
+from mnist_sweep.errors import report as report_error
 from mnist_sweep.run import record
 from mnist_sweep.schema.sweeper import Goal
 from mnist_sweep.search.pruning import is_feasible, reported_accuracy
 from mnist_sweep.search.storage import display_url, refuse
 from mnist_sweep.search.winner import FrontPoint, Winner
+from mnist_sweep.sweep_files import TRIALS_CSV
 
 log = logging.getLogger(__name__)
 
 PARETO_CSV = "pareto_front.csv"
-TRIALS_CSV = "trials.csv"  # every trial, one row each: the evidence a search commits
 PARETO_PNG = "pareto_front.png"
 HISTORY_PNG = "optimization_history.png"
 IMPORTANCES_PNG = "param_importances.png"
@@ -227,21 +229,6 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
     record.atomic_write(path, write)
 
 
-def fail_reasons(sweep_dir: Path) -> dict[int, str]:
-    """Why each failed trial of a sweep failed, by trial number, from the sweep folder's
-    trials.csv ({} before the sweep's report is written)."""
-    try:
-        with (sweep_dir / TRIALS_CSV).open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return {}
-    return {
-        int(row["trial"]): row.get("fail_reason") or "failed in its sweep (no reason recorded)"
-        for row in rows
-        if row.get("state") == TrialState.FAIL.name and str(row.get("trial")).isdigit()
-    }
-
-
 def front_results(rows: list[TrialRow]) -> list[plots.Result]:
     """Every completed trial for the Pareto plot: feasible ones apart, the winner labelled."""
     winner = pick_winner(rows)
@@ -414,9 +401,9 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
     return winner
 
 
+@exit_on_user_error()
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(
         prog="python -m mnist_sweep.search.report", description=__doc__
@@ -429,15 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, help="target accuracy (default: the trials' own)")
     args = parser.parse_args(argv)
     if args.storage.startswith("sqlite:///") and not Path(args.storage[10:]).is_file():
-        print(f"error: no study database at {args.storage[10:]}; pass --storage", file=sys.stderr)
-        return 1
+        return report_error(f"no study database at {args.storage[10:]}; pass --storage")
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         study = optuna.load_study(study_name=args.study, storage=args.storage)
     except KeyError:
-        print(f"error: no study {args.study!r} in {display_url(args.storage)}", file=sys.stderr)
-        return 1
+        return report_error(f"no study {args.study!r} in {display_url(args.storage)}")
     except (ImportError, SQLAlchemyError) as e:
         refuse(args.storage, e, setting="--storage")
     targets = [t.user_attrs["target_acc"] for t in study.trials if "target_acc" in t.user_attrs]

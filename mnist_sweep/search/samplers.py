@@ -11,6 +11,8 @@ import optuna
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from optuna.distributions import BaseDistribution
 
+from mnist_sweep.errors import ConfigError
+
 
 class SweepGridSampler(optuna.samplers.GridSampler):
     """GridSampler without its `study.stop()` once the grid is used up.
@@ -38,9 +40,8 @@ def bind_grid(
         if isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is None
     ]
     if continuous:
-        # SystemExit: one line for the user, not the stock ValueError's traceback.
-        raise SystemExit(
-            f"error: the grid sampler needs a discrete search space, but {', '.join(continuous)} "
+        raise ConfigError(
+            f"the grid sampler needs a discrete search space, but {', '.join(continuous)} "
             "sweep an interval; give each a choice(...) or a fixed value on the command line"
         )
     grid = {

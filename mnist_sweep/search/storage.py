@@ -12,15 +12,15 @@ from typing import Any, NoReturn
 
 import optuna
 
+from mnist_sweep.errors import UserError, first_line
+
 log = logging.getLogger(__name__)
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)([^@]*)@")
 
 
-def user_error(message: str) -> NoReturn:
-    # SystemExit passes through Hydra's and instantiate's `except Exception`:
-    # the user gets this one line instead of a traceback.
-    raise SystemExit(f"error: {message}")
+class StorageError(UserError):
+    """A study's storage that cannot be opened: a bad URL, a missing driver, no server."""
 
 
 def display_url(url: str | None) -> str:
@@ -52,30 +52,28 @@ def _mask_secrets(text: str, url: str) -> str:
 
 
 def refuse(url: str, error: BaseException, setting: str = SWEEP_SETTING) -> NoReturn:
-    """End the command with one line on why storage `url` cannot be used; `setting` is
+    """Raise StorageError: one line on why storage `url` cannot be used; `setting` is
     where the user names another."""
     from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
     shown = display_url(url)
-    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
-    why = lines[0] if lines else type(error).__name__
-    why = _mask_secrets(why, url)
+    why = _mask_secrets(first_line(getattr(error, "orig", None) or error), url)
     if isinstance(error, (ImportError, NoSuchModuleError)):
-        user_error(
+        raise StorageError(
             f"cannot open storage {shown}: its database driver is missing ({why}); for "
             "postgresql:// run pip install -e '.[postgres]', else check the URL's dialect+driver"
         )
     if isinstance(error, ArgumentError):
-        user_error(
+        raise StorageError(
             f"storage {shown} is not a database URL ({why}); "
             "use e.g. sqlite:///outputs/optuna.db or postgresql://user:password@host/db"
         )
     if isinstance(error, DatabaseError) and not isinstance(error, OperationalError):
-        user_error(
+        raise StorageError(
             f"storage {shown} is damaged or not an Optuna database ({why}); "
             f"restore it or name another with {setting}"
         )
-    user_error(
+    raise StorageError(
         f"cannot reach storage {shown} ({why}); check that the server is running and the host, "
         f"port, user and password, or set {setting}"
     )

@@ -46,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import Trial
 
-from mnist_sweep.errors import ConfigError, UserError, one_line_exit
+from mnist_sweep.errors import ConfigError, UserError, exit_on_user_error, fail
 from mnist_sweep.run import record
 from mnist_sweep.schema.sweeper import Goal, validate_sweeper
 from mnist_sweep.search import report, workers
@@ -107,7 +107,7 @@ class MnistSweeper(OptunaSweeperImpl):
                 }
             )  # fmt: skip
         except ConfigError as e:
-            raise one_line_exit(e) from None
+            fail(str(e))
         directions = DIRECTIONS[self.settings.objective]
         super().__init__(
             instantiate(sampler, _execution_whitelist_=SAMPLER_TARGETS),
@@ -220,10 +220,9 @@ class MnistSweeper(OptunaSweeperImpl):
     # -- the sweep ---------------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
-        try:
+        # Hydra prints a traceback for anything a sweeper raises, except SystemExit.
+        with exit_on_user_error():
             self._sweep(arguments)
-        except UserError as e:
-            raise one_line_exit(e) from None
 
     def _sweep(self, arguments: list[str]) -> None:
         distributions, fixed_params, fixed_overrides = self._parse_space(arguments)
