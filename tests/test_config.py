@@ -380,10 +380,9 @@ def test_report_on_a_storage_it_cannot_read_is_one_line(tmp_path, capsys, storag
     storage, says = storage.format(tmp=tmp_path), says.format(tmp=tmp_path)
     try:
         code = report.main(["--study", "x", "--storage", storage, "--out", str(tmp_path)])
-    except SystemExit as e:  # the sweeper's storage errors end the command this way
-        code, stderr = 1, str(e.code)
-    else:
-        stderr = capsys.readouterr().err
+    except SystemExit as e:  # a storage error ends the command at its boundary
+        code = e.code
+    stderr = capsys.readouterr().err
     assert code == 1
     (line,) = stderr.strip().splitlines()
     assert line.startswith(says), line

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from mnist_sweep.search.storage import refuse
+from mnist_sweep.search.storage import StorageError, refuse
 
 
 def _refusal(url: str, driver_message: str) -> str:
+    """The line the command's boundary prints for the refusal."""
     error = OperationalError("connect", {}, Exception(driver_message))
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(StorageError) as stop:
         refuse(url, error)
-    return str(stop.value.code)
+    return f"error: {stop.value}"
 
 
 def test_a_one_letter_password_is_masked_without_mangling_the_message():

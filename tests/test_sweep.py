@@ -168,7 +168,7 @@ def test_infeasible_trial_is_never_the_winner(tmp_path):
     # The smallest trial misses the target by a hair; the winner must be the next feasible one.
     study = _study_with([(900, 99.39), (1500, 99.41), (1200, 98.0), (3000, 99.6)], target=99.4)
     winner = report.write(study, tmp_path, 99.4)
-    assert (winner["params"], winner["test_acc"]) == (1500, 99.41)
+    assert (winner.params, winner.test_acc) == (1500, 99.41)
     front = [
         line.split(",")[:2] for line in (tmp_path / "pareto_front.csv").read_text().splitlines()[1:]
     ]
@@ -176,8 +176,8 @@ def test_infeasible_trial_is_never_the_winner(tmp_path):
 
     none_met = _study_with([(900, 99.0), (1500, 99.2)], target=99.4)
     winner = report.write(none_met, tmp_path / "none", 99.4)
-    assert winner["params"] is None and winner["trial"] is None
-    assert "no trial reached 99.4%" in winner["message"] and "99.20%" in winner["message"]
+    assert winner.params is None and winner.trial is None
+    assert "no trial reached 99.4%" in winner.message and "99.20%" in winner.message
     assert OmegaConf.load(tmp_path / "none" / "optimization_results.yaml").best_value is None
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -35,7 +35,7 @@ class Sweeper(Section):
     n_trials: Count
     n_jobs: Count
     max_failure_rate: Share
-    objective: Goal
+    objective: Literal["smallest", "accuracy", "pareto"]
     seeds: Count  # seeds a design may be trained on before its verdict
     seed_margin: NonNegative  # points below the target at which a design stops earning seeds
     timeout: Positive | None  # seconds after which no new trial starts
@@ -45,6 +45,10 @@ class Sweeper(Section):
     retry_failed: NonNegativeInt
     enqueue: list[dict[str, Any]]
     promote: Promote | None
+
+    @property
+    def goal(self) -> Goal:
+        return Goal(self.objective)
 
 
 class _Hydra(Section):
@@ -60,9 +64,7 @@ class SweeperSettings(Section):
 def validate_sweeper(settings: Mapping[str, Any]) -> Sweeper:
     """The sweeper's settings, typed; ConfigError names the first bad `hydra.sweeper.*` key."""
     try:
-        checked = SweeperSettings.model_validate(
-            {"hydra": {"sweeper": dict(settings)}}, strict=False
-        )
+        checked = SweeperSettings.model_validate({"hydra": {"sweeper": dict(settings)}})
     except ValidationError as e:
         raise ConfigError(one_line(e, SweeperSettings)) from None
     return checked.hydra.sweeper

@@ -197,7 +197,7 @@ class TrialJobs:
     def _pruned(self, trial: Trial) -> None:
         """A pruned trial counts as below target at the accuracy it stopped with."""
         reported = trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values
-        if reported and self.settings.objective is Goal.SMALLEST:
+        if reported and self.settings.goal is Goal.SMALLEST:
             accuracy = accuracy_of(reported[max(reported)])
             trial.set_user_attr("selection_acc", accuracy)
             trial.set_constraint("accuracy", self.target - accuracy)
@@ -208,7 +208,7 @@ class TrialJobs:
     def _wants_another(self, seeds: Sequence[Seed]) -> bool:
         if len(seeds) >= self.settings.seeds:
             return False
-        if self.settings.objective is Goal.SMALLEST:
+        if self.settings.goal is Goal.SMALLEST:
             return self._verdict(seeds).worth_another(self.settings.seed_margin)
         return True  # an accuracy is a mean over every seed
 
@@ -241,7 +241,7 @@ class TrialJobs:
             "holds": held.holds,
         }.items():
             trial.set_user_attr(key, value)
-        goal = self.settings.objective
+        goal = self.settings.goal
         log.info(
             "trial %d: %s params, %s%% %s accuracy (%s; target %.2f%%: %s)",
             trial.number, f"{first.params:,}", " / ".join(f"{a:.2f}" for a in held.accs),

@@ -27,12 +27,14 @@ from mnist_sweep.errors import exit_on_user_error
 from mnist_sweep.errors import report as report_error
 from mnist_sweep.run import record
 from mnist_sweep.schema.sweeper import Goal
-from mnist_sweep.search.pruning import is_feasible, reported_accuracy
+from mnist_sweep.search.pruning import is_feasible, reported_accuracy, selection_split
 from mnist_sweep.search.storage import display_url, refuse
-from mnist_sweep.search.winner import FrontPoint, Winner
+from mnist_sweep.search.winner import WINNER, FrontPoint, Winner
 from mnist_sweep.sweep_files import TRIALS_CSV
 
 log = logging.getLogger(__name__)
+
+__all__ = ["WINNER", "Winner", "main", "trial_rows", "write", "write_trials_csv"]
 
 PARETO_CSV = "pareto_front.csv"
 PARETO_PNG = "pareto_front.png"
@@ -110,7 +112,7 @@ def pick_winner(rows: list[TrialRow], goal: Goal = Goal.SMALLEST) -> TrialRow | 
 
 def _selection(rows: list[TrialRow]) -> str:
     """Which split the sweep selected on."""
-    return "val" if rows and rows[0].val_acc is not None else "test"
+    return selection_split({"val_acc": rows[0].val_acc}) if rows else "test"
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
@@ -146,7 +148,7 @@ def winner_record(
         )
         return Winner(
             **base,
-            message=f"no trial held {target}%{hint}; widen the search space, "
+            message=f"no trial reached {target}% (the holds rule){hint}; widen the search space, "
             "train longer (trainer.epochs), give it more seeds or lower target_acc",
         )
     t = study.get_trials(deepcopy=False)[winner.trial]
@@ -332,6 +334,14 @@ def _plot_safely(name: str, draw: Callable[[], Any]) -> None:
         log.warning("skipped %s: %s: %s", name, type(e).__name__, e)
 
 
+def study_target(study: optuna.Study) -> float | None:
+    """The target the sweep ran with: set on the study when the sweep starts (older
+    studies: on their trials)."""
+    targets = [t.user_attrs["target_acc"] for t in study.trials if "target_acc" in t.user_attrs]
+    target = study.user_attrs.get("target_acc", targets[-1] if targets else None)
+    return None if target is None else float(target)
+
+
 def goal_of(study: optuna.Study) -> Goal:
     """What the study was looking for, from its directions."""
     if len(study.directions) > 1:
@@ -425,8 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(f"no study {args.study!r} in {display_url(args.storage)}")
     except (ImportError, SQLAlchemyError) as e:
         refuse(args.storage, e, setting="--storage")
-    targets = [t.user_attrs["target_acc"] for t in study.trials if "target_acc" in t.user_attrs]
-    target = args.target if args.target is not None else float(targets[-1] if targets else 99.4)
+    target = args.target if args.target is not None else study_target(study)
+    if target is None:
+        return report_error(f"study {args.study!r} records no target; pass --target")
     out = args.out or Path("outputs") / "sweeps" / args.study
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     write(study, out, target)

@@ -108,7 +108,7 @@ class MnistSweeper(OptunaSweeperImpl):
             )  # fmt: skip
         except ConfigError as e:
             fail(str(e))
-        directions = DIRECTIONS[self.settings.objective]
+        directions = DIRECTIONS[self.settings.goal]
         super().__init__(
             instantiate(sampler, _execution_whitelist_=SAMPLER_TARGETS),
             directions[0] if len(directions) == 1 else [d.name.lower() for d in directions],
@@ -239,6 +239,7 @@ class MnistSweeper(OptunaSweeperImpl):
         enqueue_starting_points(study, self.settings, distributions, fixed_params)
         # A search preset may fix its own target (a screening stage does).
         target = float(fixed_params.get("target_acc", self.config.target_acc))
+        study.set_user_attr("target_acc", target)  # for the pruners and the report CLI
         metric = self.config.get("optimized_metric")
         done = Throughput()
 

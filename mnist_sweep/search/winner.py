@@ -3,6 +3,7 @@ the report CLI, by anyone scripting over sweeps)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -11,6 +12,7 @@ from mnist_sweep.errors import UserError
 from mnist_sweep.run import record
 
 WINNER = "winner.json"
+REWRITE = "write it again with python -m mnist_sweep.search.report --study <its study>"
 
 
 class FrontPoint(BaseModel):
@@ -25,11 +27,11 @@ class Winner(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    study: str
+    study: str | None = None
     objective: str = "smallest"
-    target_acc: float
-    selection: str  # the split trials were judged on: "test", or "val" with a held-out split
-    trials: dict[str, int]  # trial counts by state
+    target_acc: float | None = None
+    selection: str = "test"  # the split trials were judged on: "test", or "val" if held out
+    trials: dict[str, int] = {}  # trial counts by state
     params: int | None = None
     test_acc: float | None = None  # the mean over the trial's seeds
     val_acc: float | None = None
@@ -42,23 +44,30 @@ class Winner(BaseModel):
     run_dir: str | None = None
     trial: int | None = None
     front: list[FrontPoint] | None = None  # pareto: the (params, accuracy) front
-    message: str
+    message: str = ""
 
     def save(self, sweep_dir: Path) -> None:
         record.write_json(sweep_dir / WINNER, self.model_dump(mode="json"))
 
     @classmethod
     def load(cls, sweep_dir: Path) -> Winner:
+        """The sweep folder's winner.json; UserError, one line, when it is missing or damaged
+        (a winner with params must say what it ran: overrides, run_dir, target_acc)."""
         path = sweep_dir / WINNER
-        rewrite = "write it again with python -m mnist_sweep.search.report --study <its study>"
+        damaged = f"{path} is damaged ({{}}); {REWRITE}"
         try:
-            text = path.read_text()
+            data = json.loads(path.read_text())
         except OSError as e:
             raise UserError(f"cannot read {path} ({e}); pass a finished sweep folder") from None
+        except ValueError:
+            raise UserError(damaged.format("not JSON")) from None
+        if not isinstance(data, dict):
+            raise UserError(damaged.format("not a winner record"))
+        missing = [k for k in ("overrides", "run_dir", "target_acc") if data.get(k) is None]
+        if data.get("params") is not None and missing:
+            raise UserError(damaged.format(f"no {', '.join(missing)}"))
         try:
-            return cls.model_validate_json(text)
+            return cls.model_validate(data)
         except ValidationError as e:
-            raise UserError(
-                f"{path} is damaged ({e.error_count()} bad fields, first: "
-                f"{'.'.join(map(str, e.errors()[0]['loc'])) or 'the file'}); {rewrite}"
-            ) from None
+            where = ".".join(map(str, e.errors()[0]["loc"]))
+            raise UserError(damaged.format(f"{where}: {e.errors()[0]['msg']}")) from None
