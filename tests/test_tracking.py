@@ -131,6 +131,16 @@ def test_an_unreachable_store_stops_the_run_before_it_is_on_record(quick_cfg, tm
     assert not (tmp_path / record.METRICS).exists()
 
 
+def test_a_missing_tracking_package_is_one_line(monkeypatch, tmp_path):
+    import importlib.util
+
+    from mnist_sweep.track import open_tracker
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"logger=mlflow needs the mlflow package: pip install"):
+        open_tracker({"kind": "mlflow"}, {}, tmp_path, None)
+
+
 # --- TensorBoard ---------------------------------------------------------------------------------
 
 
@@ -254,6 +264,7 @@ def test_a_run_on_a_server_reads_back_whole(mlflow_server, quick_cfg, tmp_path, 
     assert artifacts == {record.CURVES, record.METRICS, record.CHECKPOINT}
     copy = Path(client.download_artifacts(run.info.run_id, record.METRICS, str(tmp_path)))
     assert json.loads(copy.read_text()) == metrics
+    assert "logger" not in record.load_checkpoint(run_dir).config  # nor its password
 
 
 @pytest.mark.slow

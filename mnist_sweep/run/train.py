@@ -77,7 +77,7 @@ def _train(
     assert isinstance(resolved, dict)
     # Where a run is tracked changes nothing it computes, so resuming may change it,
     # and a tracking URL's password stays out of checkpoint.pt.
-    resolved.pop("logger", None)
+    logger_cfg = resolved.pop("logger", None)
     saved = checkpoint.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
     if saved is not None and saved.resume is not None:  # the history so far, and its time
         before = saved.resume.metrics
@@ -86,7 +86,7 @@ def _train(
         metrics.resumed_after_epoch = saved.epoch
         started -= before.wall_seconds
     # Before the run is on record: a store that cannot be reached stops it here.
-    tracker = open_tracker(cfg, run_dir, metrics, labels)
+    tracker = open_tracker(logger_cfg, resolved, run_dir, metrics, labels)
 
     def save(status: RunStatus, error: str | None = None) -> None:
         metrics.status, metrics.error = status, error

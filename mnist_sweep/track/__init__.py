@@ -13,11 +13,12 @@ training (`Guarded`).
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
+from mnist_sweep.errors import UserError
 from mnist_sweep.run.record import RunRecord
 from mnist_sweep.track.base import Guarded, NoTracker, RunLabels, Tracker, run_labels
 
@@ -25,27 +26,28 @@ __all__ = ["RunLabels", "Tracker", "open_tracker", "run_labels"]
 
 
 def open_tracker(
-    cfg: DictConfig, run_dir: Path, record: RunRecord, labels: RunLabels | None = None
+    logger_cfg: Mapping[str, Any] | None,
+    config: dict[str, Any],
+    run_dir: Path,
+    record: RunRecord,
+    labels: RunLabels | None = None,
 ) -> Tracker:
-    """The tracker the config's `logger` group names, started for this run (the epochs
-    `record` already holds, a resumed run's, are sent first); UserError if its store
+    """The tracker the resolved `logger` section names (None: none), started for the run
+    trained with `config` (the rest of the resolved config: its hyperparameters); the
+    epochs `record` already holds, a resumed run's, are sent first. UserError if its store
     cannot be reached."""
-    logger_cfg: dict[str, Any] = OmegaConf.to_container(  # type: ignore[assignment]
-        cfg.get("logger") or {"kind": "none"}, resolve=True
-    )
-    labels = labels or RunLabels()
-    kind = logger_cfg["kind"]
-    if kind == "none":
+    kind = (logger_cfg or {}).get("kind", "none")
+    if kind == "none" or logger_cfg is None:
         return NoTracker()
-    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    resolved.pop("logger", None)  # how a run is watched is not part of what it trains
+    if importlib.util.find_spec(kind) is None:  # the package is named as the option is
+        raise UserError(f"logger={kind} needs the {kind} package: pip install -e '.[tracking]'")
     if kind == "tensorboard":
         from mnist_sweep.track.tensorboard import TensorBoardTracker
 
-        return Guarded(TensorBoardTracker(run_dir, resolved, record), "tensorboard", str)
+        return Guarded(TensorBoardTracker(run_dir, config), "tensorboard", str)
     if kind == "mlflow":
         from mnist_sweep.track import mlflow
 
-        tracker = mlflow.start(logger_cfg, run_dir, resolved, record, labels)
+        tracker = mlflow.start(logger_cfg, run_dir, config, record, labels or RunLabels())
         return Guarded(tracker, "mlflow", tracker.mask)
     raise AssertionError(f"logger.kind {kind!r} passed the schema")

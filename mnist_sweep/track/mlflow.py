@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,11 @@ class MlflowTracker:
 
 
 def start(
-    cfg: dict[str, Any], run_dir: Path, config: dict[str, Any], record: RunRecord, labels: RunLabels
+    cfg: Mapping[str, Any],
+    run_dir: Path,
+    config: dict[str, Any],
+    record: RunRecord,
+    labels: RunLabels,
 ) -> MlflowTracker:
     """An MLflow run for this training, in the experiment it belongs to; UserError if the
     store cannot be reached or used."""

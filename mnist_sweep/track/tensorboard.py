@@ -26,7 +26,8 @@ HPARAM_METRICS = (
 
 
 class TensorBoardTracker:
-    def __init__(self, run_dir: Path, config: dict[str, Any], record: RunRecord) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
+        # A resumed run's earlier epochs are in the folder's earlier event files.
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
