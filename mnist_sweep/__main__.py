@@ -15,6 +15,7 @@ from mnist_sweep.errors import UserError, fail, out_of_memory
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.search.pruning import trial_reporter
+from mnist_sweep.track import run_labels
 
 STOCK_OPTUNA = "hydra_plugins.hydra_optuna_sweeper"
 
@@ -53,7 +54,12 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
     try:
         validate(cfg)  # before any data is read or net built
         _check_sweeper(cfg, hydra_cfg)
-        metrics = train(cfg, hydra_cfg.runtime.output_dir, on_epoch_end=trial_reporter(hydra_cfg))
+        metrics = train(
+            cfg,
+            hydra_cfg.runtime.output_dir,
+            on_epoch_end=trial_reporter(hydra_cfg),
+            labels=run_labels(hydra_cfg),
+        )
         return objective_values(metrics, cfg.get("optimized_metric"))
     except (UserError, MemoryError, RuntimeError) as e:
         error = e if isinstance(e, UserError) else out_of_memory(e)

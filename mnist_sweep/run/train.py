@@ -4,7 +4,8 @@
 trains it for `trainer.epochs` (run/fit.py) and keeps its record: metrics.json
 is rewritten after every epoch beside the epoch's checkpoint, so even a run
 that dies leaves its history, and says at the end whether the run completed,
-was pruned or failed.
+was pruned or failed. The `logger` group's tracker (mnist_sweep/track/) hears of
+each epoch after metrics.json has it, and of the end after the last write.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mnist_sweep.run.build import Run, TrainingSetup, build, build_setup, cpu_th
 from mnist_sweep.run.fit import fit
 from mnist_sweep.run.record import EpochRow, RunRecord, RunStatus
 from mnist_sweep.schema import validate
+from mnist_sweep.track import RunLabels, open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +52,32 @@ def new_record(cfg: DictConfig, setup: TrainingSetup) -> RunRecord:
 
 
 def train(
-    cfg: DictConfig, run_dir: str | Path, on_epoch_end: EpochCallback | None = None
+    cfg: DictConfig,
+    run_dir: str | Path,
+    on_epoch_end: EpochCallback | None = None,
+    labels: RunLabels | None = None,
 ) -> dict[str, Any]:
-    """Train per the composed config, filling the run folder; returns what metrics.json holds."""
+    """Train per the composed config, filling the run folder; returns what metrics.json holds.
+    `labels` say which sweep and trial the run belongs to, for the tracker."""
     validate(cfg)  # every key in range before anything is loaded or written
     with cpu_threads(cfg.trainer.get("threads")):
-        return _train(cfg, Path(run_dir), on_epoch_end)
+        return _train(cfg, Path(run_dir), on_epoch_end, labels)
 
 
-def _train(cfg: DictConfig, run_dir: Path, on_epoch_end: EpochCallback | None) -> dict[str, Any]:
+def _train(
+    cfg: DictConfig,
+    run_dir: Path,
+    on_epoch_end: EpochCallback | None,
+    labels: RunLabels | None,
+) -> dict[str, Any]:
     started = time.perf_counter()
     setup = build_setup(cfg)  # an impossible config stops here, before the run is on record
     metrics = new_record(cfg, setup)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    # Where a run is tracked changes nothing it computes, so resuming may change it,
+    # and a tracking URL's password stays out of checkpoint.pt.
+    logger_cfg = resolved.pop("logger", None)
     saved = checkpoint.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
     if saved is not None and saved.resume is not None:  # the history so far, and its time
         before = saved.resume.metrics
@@ -70,6 +85,8 @@ def _train(cfg: DictConfig, run_dir: Path, on_epoch_end: EpochCallback | None) -
             metrics.add_epoch(row)
         metrics.resumed_after_epoch = saved.epoch
         started -= before.wall_seconds
+    # Before the run is on record: a store that cannot be reached stops it here.
+    tracker = open_tracker(logger_cfg, resolved, run_dir, metrics, labels)
 
     def save(status: RunStatus, error: str | None = None) -> None:
         metrics.status, metrics.error = status, error
@@ -95,7 +112,7 @@ def _train(cfg: DictConfig, run_dir: Path, on_epoch_end: EpochCallback | None) -
             save(RunStatus.RUNNING)
             record.save_checkpoint(run_dir, checkpoint.snapshot(run, resolved, row.epoch, metrics))
 
-        callbacks = [keep, lambda row: _log_epoch(run, row)]
+        callbacks = [keep, lambda row: _log_epoch(run, row), tracker.log_epoch]
         if on_epoch_end is not None:
             callbacks.append(lambda _: on_epoch_end(metrics.to_dict()))
         fit(run, range(first_epoch, run.epochs + 1), callbacks)
@@ -105,6 +122,8 @@ def _train(cfg: DictConfig, run_dir: Path, on_epoch_end: EpochCallback | None) -
     except BaseException as e:  # KeyboardInterrupt too: the history so far must survive
         save(RunStatus.FAILED, str(e) or type(e).__name__)
         raise
+    else:
+        save(RunStatus.COMPLETED)
     finally:
         if metrics.epochs:
             record.plot_curves(
@@ -112,7 +131,7 @@ def _train(cfg: DictConfig, run_dir: Path, on_epoch_end: EpochCallback | None) -
                 [e.to_dict() for e in metrics.epochs],
                 f"{cfg.model.name} ({setup.params:,} params)",
             )
-    save(RunStatus.COMPLETED)
+        tracker.finish(metrics)  # after the last write: the artifacts are the final files
     log.info(
         "final test accuracy %.2f%% (target %.2f%%: %s); best epoch %d: %.2f%%",
         metrics.test_acc,

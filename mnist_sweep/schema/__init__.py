@@ -6,7 +6,7 @@ allowed. What needs more than the config (the feature map followed through the
 net, a CUDA device being there, the data files) is checked where it is computed.
 
 Modules by group: data (data), model (model, dropout), optim (optimizer,
-scheduler), trainer (trainer, average, distill); the top-level keys are below.
+scheduler), trainer (trainer, average, distill), logger (logger); the top-level keys are below.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError
 from mnist_sweep.errors import ConfigError, first_line
 from mnist_sweep.schema.base import Section
 from mnist_sweep.schema.data import Data
+from mnist_sweep.schema.logger import Logger, NoLogger
 from mnist_sweep.schema.messages import one_line
 from mnist_sweep.schema.model import Dropout, Model
 from mnist_sweep.schema.optim import Optimizer, Scheduler
@@ -40,6 +41,8 @@ class Config(Section):
     average: Average
     distill: Distill
     trainer: Trainer
+    # Run folders from before the group existed have no `logger` in their config.
+    logger: Logger = NoLogger(kind="none")
     target_acc: Annotated[float, Field(gt=0, le=100)]  # percent
     # The figure the task returns to a sweeper that maximises one number (the stock
     # hydra/sweeper=optuna, or objective=accuracy); null: the task returns its figures.

@@ -4,7 +4,6 @@ line saying which storage (password masked), why not, and what to do."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,43 +12,15 @@ from typing import Any, NoReturn
 import optuna
 
 from mnist_sweep.errors import UserError, first_line
+from mnist_sweep.secrets import display_url, mask_secrets
 
 log = logging.getLogger(__name__)
-
-_PASSWORD = re.compile(r"(://[^:/@]*:)([^@]*)@")
-
 
 class StorageError(UserError):
     """A study's storage that cannot be opened: a bad URL, a missing driver, no server."""
 
 
-def display_url(url: str | None) -> str:
-    """A storage URL fit for logs: the password masked."""
-    if not url:
-        return "in memory"
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(str(url)).render_as_string(hide_password=True)
-    except ArgumentError:  # not a URL SQLAlchemy can parse: mask where a password would be
-        return _PASSWORD.sub(r"\1***@", str(url))
-
-
 SWEEP_SETTING = "hydra.sweeper.storage (or MNIST_SWEEP_STORAGE)"
-
-_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
-
-
-def _mask_secrets(text: str, url: str) -> str:
-    """A driver's message with the password masked where drivers echo it (the URL itself,
-    a `password=` conninfo pair), and nowhere else: a short password must not mangle
-    ordinary words."""
-    if url:
-        text = text.replace(url, display_url(url))
-    text = _PASSWORD.sub(r"\1***@", text)
-    return _CONNINFO_PASSWORD.sub(r"\1***", text)
-
 
 def refuse(url: str, error: BaseException, setting: str = SWEEP_SETTING) -> NoReturn:
     """Raise StorageError: one line on why storage `url` cannot be used; `setting` is
@@ -57,7 +28,7 @@ def refuse(url: str, error: BaseException, setting: str = SWEEP_SETTING) -> NoRe
     from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
     shown = display_url(url)
-    why = _mask_secrets(first_line(getattr(error, "orig", None) or error), url)
+    why = mask_secrets(first_line(getattr(error, "orig", None) or error), url)
     if isinstance(error, (ImportError, NoSuchModuleError)):
         raise StorageError(
             f"cannot open storage {shown}: its database driver is missing ({why}); for "

@@ -71,11 +71,13 @@ DIRECTIONS = {
 def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -> str:
     """Same command, same name: a hash of the command-line overrides and the search space.
 
-    Sweeper settings (n_trials, storage, seed) are not part of it, so a re-run
-    asking for more trials continues the same study.
+    Sweeper settings (n_trials, storage, seed) and the logger are not part of it, so a
+    re-run asking for more trials, or logging elsewhere, continues the same study.
     """
     search_space = {str(k): str(v) for k, v in (params or {}).items()}
-    text = json.dumps({"overrides": sorted(task_overrides), "params": search_space}, sort_keys=True)
+    # Where a run's figures are also sent changes nothing it computes.
+    trained = sorted(o for o in task_overrides if not o.lstrip("+~").startswith("logger"))
+    text = json.dumps({"overrides": trained, "params": search_space}, sort_keys=True)
     return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
