@@ -161,7 +161,7 @@ class TrialJobs:
             link = f"++hydra.job.{record.SWEEP_TRIAL}={trial.number}"
             first = self._run(trial, [*overrides, link], subdir)
             seeds = [first]
-            while self._wants_another(seeds):
+            while self._wants_another(trial, seeds):
                 seeds.append(self._next_seed(trial, overrides, subdir, seeds))
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
@@ -205,12 +205,32 @@ class TrialJobs:
     def _verdict(self, seeds: Sequence[Seed]) -> Verdict:
         return verdict([s.selection_acc for s in seeds], self.target, self.settings.seeds)
 
-    def _wants_another(self, seeds: Sequence[Seed]) -> bool:
+    def _wants_another(self, trial: Trial, seeds: Sequence[Seed]) -> bool:
         if len(seeds) >= self.settings.seeds:
             return False
-        if self.settings.goal is Goal.SMALLEST:
-            return self._verdict(seeds).worth_another(self.settings.seed_margin)
-        return True  # an accuracy is a mean over every seed
+        if self.settings.goal is not Goal.SMALLEST:
+            return True  # an accuracy is a mean over every seed
+        if not self._verdict(seeds).worth_another(self.settings.seed_margin):
+            return False
+        rival = self._smallest_held(trial.study)
+        if rival is not None and rival.user_attrs["params"] <= seeds[0].record.params:
+            log.info(
+                "trial %d: no more seeds; trial %d already holds with %s params",
+                trial.number, rival.number, f"{rival.user_attrs['params']:,}",
+            )  # fmt: skip
+            return False
+        return True
+
+    @staticmethod
+    def _smallest_held(study: optuna.Study) -> FrozenTrial | None:
+        """The smallest design of the study that holds: a design no smaller cannot change
+        the sweep's answer, so its verdict is not worth a seed."""
+        held = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("holds") and "params" in t.user_attrs
+        ]
+        return min(held, key=lambda t: t.user_attrs["params"], default=None)
 
     def _next_seed(
         self, trial: Trial, overrides: Sequence[str], subdir: str, seeds: Sequence[Seed]
