@@ -225,3 +225,58 @@ def test_linear_one_cycle_rises_and_falls_in_straight_lines():
     assert 28 <= peak <= 31  # 2 of 15 epochs
     falls = [a - b for a, b in zip(lrs[peak:-1], lrs[peak + 1 :], strict=True)]
     assert max(falls) - min(falls) < 1e-6  # a straight line down
+
+
+def test_batchnorm_without_affine_saves_two_params_per_conv_channel():
+    cfg = compose_config(["experiment=smallest", "model.bn_affine=false"])
+    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
+    bn_channels = 2 * (8 + 13 + 14)  # two conv units per block, widths 8, 13, 14
+    assert count_params(model) == 6486 - 2 * bn_channels
+    norms = [m for m in model if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 6 and not any(m.affine for m in norms)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [("relu", nn.ReLU), ("silu", nn.SiLU), ("gelu", nn.GELU), ("hardswish", nn.Hardswish)],
+)
+def test_the_activation_is_a_knob_that_leaves_the_count_alone(name, layer):
+    cfg = compose_config(["experiment=smallest", f"model.activation={name}"])
+    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
+    assert count_params(model) == 6486
+    assert sum(isinstance(m, layer) for m in model) == 6
+
+
+def test_an_unknown_activation_is_named():
+    with pytest.raises(ConfigError, match="model.activation"):
+        validate(compose_config(["model.activation=tanh"]))
+
+
+def test_elastic_distortion_moves_pixels_smoothly_and_by_its_alpha():
+    from mnist_sweep.run.data import elastic_displacement
+
+    x = torch.zeros(64, 1, 28, 28)
+    gen = torch.Generator().manual_seed(0)
+    field = elastic_displacement(x, alpha=8.0, sigma=4.0, generator=gen)
+    assert field.shape == (64, 28, 28, 2)
+    pixels = field * 14  # grid units back to pixels (the grid spans 2 over 28 pixels)
+    assert 0.1 < pixels.abs().mean() < 8.0
+    # Smooth: neighbouring pixels move almost together, unlike the raw noise.
+    step = (pixels[:, 1:] - pixels[:, :-1]).abs().mean()
+    assert step < 0.2 * pixels.abs().mean()
+    again = elastic_displacement(x, 8.0, 4.0, torch.Generator().manual_seed(0))
+    assert torch.equal(field, again)
+
+
+def test_elastic_augmentation_is_one_more_key_of_the_augment_group():
+    cfg = compose_config(["data.augment.elastic=6", "data.augment.strength=0.5"])
+    validate(cfg)
+    settings = augmentation(cfg.data.augment, 0.1307, 0.3081)
+    assert settings["elastic"] == 3.0 and settings["elastic_sigma"] == 4.0
+    x = torch.randn(8, 1, 28, 28)
+    gen = torch.Generator().manual_seed(1)
+    out = augment_batch(x, -0.42, gen, **{**settings, "degrees": 0, "translate": 0, "scale": 0})
+    assert out.shape == x.shape and not torch.allclose(out, x)
+    with pytest.raises(ConfigError, match="data.augment.elastic"):
+        validate(compose_config(["data.augment.elastic=-1"]))

@@ -167,8 +167,11 @@ def random_affine(
     scale: float,
     background: float,
     generator: torch.Generator | None = None,
+    elastic: float = 0.0,
+    elastic_sigma: float = 4.0,
 ) -> Tensor:
-    """Rotate, shift and zoom every image of a batch by its own random amount, in one warp."""
+    """Rotate, shift and zoom every image of a batch by its own random amount, and with
+    `elastic` > 0 distort it elastically as well, all in one warp."""
     n = x.shape[0]
 
     def uniform(half_width: float) -> Tensor:
@@ -185,6 +188,8 @@ def random_affine(
         [torch.stack([cos, -sin, tx], dim=1), torch.stack([sin, cos, ty], dim=1)], dim=1
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if elastic > 0:
+        grid = grid + elastic_displacement(x, elastic, elastic_sigma, generator)
     # Warp with black (not zero, which is grey after normalisation) outside the image.
     warped = F.grid_sample(
         x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False
@@ -192,16 +197,42 @@ def random_affine(
     return warped + background
 
 
+def elastic_displacement(
+    x: Tensor, alpha: float, sigma: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Simard et al. (2003)'s elastic distortion as a grid offset for grid_sample: per
+    image, a field of uniform(-1, 1) pixel displacements smoothed by a Gaussian of
+    `sigma` pixels and scaled by `alpha` pixels; shape (n, h, w, 2), in grid units."""
+    n, _, h, w = x.shape
+    noise = torch.rand(n, 2, h, w, device=x.device, generator=generator) * 2 - 1
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    # Separable smoothing, each displacement channel on its own.
+    field = F.conv2d(noise.to(x.dtype), kernel.view(1, 1, -1, 1).expand(2, 1, -1, 1),
+                     padding=(radius, 0), groups=2)  # fmt: skip
+    field = F.conv2d(field, kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1),
+                     padding=(0, radius), groups=2)  # fmt: skip
+    # Pixels to grid units: the grid spans 2 over the image's side.
+    scale = torch.tensor([2 / w, 2 / h], device=x.device, dtype=x.dtype)
+    return field.permute(0, 2, 3, 1) * alpha * scale
+
+
 def augmentation(aug_cfg: Any, mean: float, std: float) -> dict[str, float] | None:
     """The `data.augment` keys with `strength` applied, read once per epoch; None when off."""
     strength = aug_cfg.strength
     ranges = {
         key: float(aug_cfg.get(key, 0.0)) * strength
-        for key in ("degrees", "translate", "scale", "brightness", "contrast")
+        for key in ("degrees", "translate", "scale", "brightness", "contrast", "elastic")
     }
     if strength <= 0 or not any(ranges.values()):
         return None
-    return {**ranges, "p": float(aug_cfg.get("p", 1.0)), "mean": mean, "std": std}
+    sigma = float(aug_cfg.get("elastic_sigma", 4.0))
+    return {
+        **ranges, "elastic_sigma": sigma, "p": float(aug_cfg.get("p", 1.0)),
+        "mean": mean, "std": std,
+    }  # fmt: skip
 
 
 def augment_batch(
@@ -217,11 +248,15 @@ def augment_batch(
     p: float,
     mean: float,
     std: float,
+    elastic: float = 0.0,
+    elastic_sigma: float = 4.0,
 ) -> Tensor:
     """Augment a normalised batch: warp, then brightness/contrast; each image with chance p."""
     out = x
-    if degrees or translate or scale:
-        out = random_affine(out, degrees, translate, scale, background, generator)
+    if degrees or translate or scale or elastic:
+        out = random_affine(
+            out, degrees, translate, scale, background, generator, elastic, elastic_sigma
+        )
     if brightness or contrast:
         out = random_brightness_contrast(out, brightness, contrast, mean, std, generator)
     if p < 1:

@@ -1,7 +1,8 @@
 """The parametric CNN family every preset (and every sweep trial) is built from.
 
 A net is a list of blocks. Each block is a run of 3x3 conv units
-(conv -> BatchNorm -> ReLU), optionally followed by a 2x2 max-pool and a 1x1
+(conv -> BatchNorm -> activation, ReLU unless `model.activation` says otherwise),
+optionally followed by a 2x2 max-pool and a 1x1
 "transition" conv that narrows the channels. In a separable block each 3x3 conv
 is depthwise (one 3x3 filter per input channel) followed by a 1x1 conv to the
 block's width, as in MobileNet and Xception: 9c + c^2 weights instead of 9c^2 for
@@ -17,7 +18,7 @@ The model returns logits; the loss applies the (single) log-softmax.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,13 @@ from mnist_sweep.errors import ArchitectureError
 
 IMAGE_SIZE = 28
 IN_CHANNELS = 1
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(inplace=True),
+    "silu": lambda: nn.SiLU(inplace=True),
+    "gelu": nn.GELU,
+    "hardswish": lambda: nn.Hardswish(inplace=True),
+}
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,8 @@ def build_model(
     final_size = _check_feature_maps(specs)
     num_classes = model_cfg.get("num_classes", 10)
     batchnorm = bool(model_cfg.get("batchnorm", True))
+    affine = bool(model_cfg.get("bn_affine", True))
+    activation = ACTIVATIONS[str(model_cfg.get("activation", "relu"))]
     bias = bool(model_cfg.get("conv_bias", not batchnorm))
 
     layers: list[nn.Module] = []
@@ -152,8 +162,8 @@ def build_model(
             else:
                 layers.append(nn.Conv2d(channels, width, 3, padding=pad, bias=bias))
             if batchnorm:
-                layers.append(nn.BatchNorm2d(width))
-            layers.append(nn.ReLU(inplace=True))
+                layers.append(nn.BatchNorm2d(width, affine=affine))
+            layers.append(activation())
             if dropout > 0 and placement == "unit":
                 layers.append(Dropout(dropout))
             channels = width
@@ -173,7 +183,7 @@ def build_model(
         layers.append(nn.Flatten())
         features = channels * final_size * final_size
         for hidden in model_cfg.get("fc_hidden") or []:
-            layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
+            layers += [nn.Linear(features, hidden), activation()]
             features = hidden
         layers.append(nn.Linear(features, num_classes))
     return nn.Sequential(*layers)

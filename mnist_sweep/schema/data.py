@@ -29,6 +29,8 @@ class Augment(Section):
     scale: Fraction
     brightness: Share
     contrast: Share
+    elastic: NonNegative = 0.0  # Simard et al.'s alpha, pixels (0: no elastic distortion)
+    elastic_sigma: Positive = 4.0  # the displacement field's smoothing, pixels
     p: Share
 
     @model_validator(mode="after")

@@ -60,6 +60,10 @@ SET_IF_PRESENT = tuple(f"{k}{i}" for k in ("w", "n", "pad", "pool", "sep") for i
 class Model(Section):
     name: Annotated[str, Field(min_length=1)]
     batchnorm: bool
+    # false: BatchNorm normalises only; its per-channel scale and shift (2 params per
+    # channel) are left out, so the count shrinks by 2x the conv widths.
+    bn_affine: bool = True
+    activation: Literal["relu", "leaky_relu", "silu", "gelu", "hardswish"] = "relu"
     conv_bias: bool
     head: Literal["gap", "fc"]
     fc_hidden: list[Count]  # widths of the hidden layers of the fc head

@@ -16,11 +16,13 @@ from mnist_sweep.secrets import display_url, mask_secrets
 
 log = logging.getLogger(__name__)
 
+
 class StorageError(UserError):
     """A study's storage that cannot be opened: a bad URL, a missing driver, no server."""
 
 
 SWEEP_SETTING = "hydra.sweeper.storage (or MNIST_SWEEP_STORAGE)"
+
 
 def refuse(url: str, error: BaseException, setting: str = SWEEP_SETTING) -> NoReturn:
     """Raise StorageError: one line on why storage `url` cannot be used; `setting` is
