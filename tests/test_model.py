@@ -55,7 +55,7 @@ def two_conv_blocks_arithmetic(w1: int, w2: int, w3: int, t1: int) -> int:
 
 @pytest.mark.parametrize(
     ("experiment", "widths", "expected"),
-    [("smallest", (8, 13, 14, 5), 6486), ("teacher_8493", (9, 15, 16, 6), 8493)],
+    [("smallest", (7, 12, 13, 5), 5568), ("teacher_8493", (9, 15, 16, 6), 8493)],
 )
 def test_the_answer_experiments_have_their_stated_parameter_counts(experiment, widths, expected):
     cfg = compose_config([f"experiment={experiment}"])
@@ -230,8 +230,8 @@ def test_linear_one_cycle_rises_and_falls_in_straight_lines():
 def test_batchnorm_without_affine_saves_two_params_per_conv_channel():
     cfg = compose_config(["experiment=smallest", "model.bn_affine=false"])
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
-    bn_channels = 2 * (8 + 13 + 14)  # two conv units per block, widths 8, 13, 14
-    assert count_params(model) == 6486 - 2 * bn_channels
+    bn_channels = 2 * (7 + 12 + 13)  # two conv units per block, widths 7, 12, 13
+    assert count_params(model) == 5568 - 2 * bn_channels
     norms = [m for m in model if isinstance(m, nn.BatchNorm2d)]
     assert len(norms) == 6 and not any(m.affine for m in norms)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
@@ -244,7 +244,7 @@ def test_batchnorm_without_affine_saves_two_params_per_conv_channel():
 def test_the_activation_is_a_knob_that_leaves_the_count_alone(name, layer):
     cfg = compose_config(["experiment=smallest", f"model.activation={name}"])
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
-    assert count_params(model) == 6486
+    assert count_params(model) == 5568
     assert sum(isinstance(m, layer) for m in model) == 6
 
 
