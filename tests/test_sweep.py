@@ -391,6 +391,31 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_a_two_worker_sweep_without_waiting_for_its_jobs(tmp_path):
+    args = [
+        "data.train_subset=2000",
+        "trainer.epochs=8",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ]
+    run = start_cli(*SWEEP, *args, "hydra/sweeper/pruner=none", cwd=tmp_path)
+    try:
+        wait_until(lambda: mid_sweep(tmp_path), "a trial mid-way", alive=lambda: run.poll() is None)
+    finally:
+        os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)  # far less than the running trials have left
+    assert run.returncode == 130
+    assert "Traceback" not in err and "re-run the same command to continue" in err
+    trials = _study(tmp_path).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and all(t.user_attrs["fail_reason"].startswith("interrupted") for t in stopped)
+    assert (sweep_folder(tmp_path) / "winner.json").is_file()
+
+
+@pytest.mark.slow
 def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_path):
     # Stage 1: the screen preset, shrunk; its first trials are its enqueued designs.
     screen = [

@@ -117,6 +117,12 @@ class TrialJobs:
         self._local = threading.local()
         self._idx_lock = threading.Lock()
         self._next_idx = 0
+        self._running: set[int] = set()
+
+    def running(self) -> list[int]:
+        """The trials this sweep's workers are running now."""
+        with self._idx_lock:
+            return sorted(self._running)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -155,6 +161,8 @@ class TrialJobs:
         )
         if lost is not None:
             trial.set_user_attr("retry_of", lost)
+        with self._idx_lock:
+            self._running.add(trial.number)
         try:
             # The job's one link to its trial: an override in Hydra's own job settings,
             # read by __main__ (and kept in the run's .hydra/hydra.yaml).
@@ -168,6 +176,8 @@ class TrialJobs:
             raise
         finally:
             self.throughput.add_trial()
+            with self._idx_lock:
+                self._running.discard(trial.number)
         return self._tell(trial, seeds)
 
     def _refuse_surplus(self, study: optuna.Study, trial: Trial) -> None:

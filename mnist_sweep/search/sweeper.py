@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -79,6 +80,33 @@ def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -
     trained = sorted(o for o in task_overrides if not o.lstrip("+~").startswith("logger"))
     text = json.dumps({"overrides": trained, "params": search_space}, sort_keys=True)
     return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def _optimize_interruptibly(study: optuna.Study, objective: TrialJobs, **kwargs: Any) -> None:
+    """study.optimize, where Ctrl-C ends it at once.
+
+    One worker runs in this thread, where Ctrl-C lands inside the job (the basic
+    launcher trains in this process). Several run in Optuna's thread pool, which would
+    wait for every running job at Ctrl-C; there the pool runs from a daemon thread and
+    this one only waits, so that Ctrl-C reaches the sweep at once.
+    """
+    if kwargs.get("n_jobs", 1) == 1:
+        study.optimize(objective, **kwargs)
+        return
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            study.optimize(objective, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the sweep's thread
+            failed.append(e)
+
+    pool = threading.Thread(target=run, daemon=True)
+    pool.start()
+    while pool.is_alive():
+        pool.join(0.5)
+    if failed:
+        raise failed[0]
 
 
 def _plain(value: Any) -> Any:
@@ -275,7 +303,8 @@ class MnistSweeper(OptunaSweeperImpl):
                     log.info("timeout: %.0f s passed; no new trial starts", self.settings.timeout)
                     break
                 if owed > 0:
-                    study.optimize(
+                    _optimize_interruptibly(
+                        study,
                         jobs,
                         n_trials=owed,
                         n_jobs=n_workers,
@@ -289,6 +318,8 @@ class MnistSweeper(OptunaSweeperImpl):
                 # Other workers' trials may still fail and be owed again: keep watch.
                 time.sleep(min(self.settings.heartbeat_interval, 5))
         except KeyboardInterrupt:
+            for number in jobs.running():  # trials of worker threads Ctrl-C did not reach
+                workers.fail_running(study, number, "interrupted (Ctrl-C)")
             report.write(study, sweep_dir, target)
             self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
             log.error(
@@ -296,6 +327,8 @@ class MnistSweeper(OptunaSweeperImpl):
                 "re-run the same command to continue %s",
                 study.study_name,
             )
+            if n_workers > 1:
+                workers.abandon_jobs()
             raise
         self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
         winner = report.write(study, sweep_dir, target)

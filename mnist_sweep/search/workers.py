@@ -29,20 +29,36 @@ def _dead_here(trial: FrozenTrial) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
 
 
+def fail_running(study: optuna.Study, number: int, reason: str) -> bool:
+    """Record a RUNNING trial as failed, with its reason; False if it had finished."""
+    trial = study.get_trials(deepcopy=False)[number]
+    try:
+        # A trial of another thread or process: the public API reaches it only by id.
+        Trial(study, trial._trial_id).set_user_attr("fail_reason", reason)
+        study.tell(number, state=TrialState.FAIL)
+    except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        return False
+    return True
+
+
+def abandon_jobs() -> None:
+    """Stop the joblib workers training an interrupted sweep's jobs (other launchers'
+    jobs, on a cluster, are theirs to cancel)."""
+    try:
+        from joblib.externals.loky import get_reusable_executor
+    except ImportError:
+        return
+    get_reusable_executor().shutdown(wait=False, kill_workers=True)
+
+
 def fail_orphans(study: optuna.Study, retry_failed: int) -> None:
     """Fail, with their reason, the RUNNING trials whose worker process on this machine is
     gone (they need not wait out the heartbeat's grace period), and queue their retries;
     then let Optuna fail the trials whose worker on any machine stopped its heartbeat."""
     reason = "interrupted: the sweep process died"
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _dead_here(trial):
+        if not _dead_here(trial) or not fail_running(study, trial.number, reason):
             continue
-        try:
-            # A trial of another process: Optuna's public API reaches it only by id.
-            Trial(study, trial._trial_id).set_user_attr("fail_reason", reason)
-            study.tell(trial.number, state=TrialState.FAIL)
-        except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
-            continue  # it finished meanwhile
         log.warning("trial %d %s: marked failed", trial.number, reason)
         callback = retry_callback(retry_failed)
         if callback is not None:
