@@ -194,7 +194,7 @@ class TrialJobs:
         try:
             ret.return_value  # noqa: B018 - raises the job's own exception
         except optuna.TrialPruned as e:
-            self._pruned(trial)
+            self._pruned(trial, run_dir)
             log.info("trial %d: %s", trial.number, e)
             raise
         except Exception as e:
@@ -204,8 +204,9 @@ class TrialJobs:
             raise TrialFailed(reason) from None
         return Seed(int(ret.cfg.trainer.seed), run_dir, RunRecord.load(run_dir))
 
-    def _pruned(self, trial: Trial) -> None:
+    def _pruned(self, trial: Trial, run_dir: Path) -> None:
         """A pruned trial counts as below target at the accuracy it stopped with."""
+        trial.set_user_attr("params", RunRecord.load(run_dir).params)
         reported = trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values
         if reported and self.settings.goal is Goal.SMALLEST:
             accuracy = accuracy_of(reported[max(reported)])

@@ -23,7 +23,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep import plots
-from mnist_sweep.errors import exit_on_user_error
+from mnist_sweep.errors import UserError, exit_on_user_error
 from mnist_sweep.errors import report as report_error
 from mnist_sweep.run import record
 from mnist_sweep.schema.sweeper import Goal
@@ -189,6 +189,18 @@ def _write_csv(path: Path, rows: list[TrialRow]) -> None:
     record.atomic_write(path, write)
 
 
+def _params(t: FrozenTrial) -> int | None:
+    """A trial's parameter count: recorded by the sweep, else read from its run folder
+    (a trial pruned or failed before the sweep recorded it)."""
+    if "params" in t.user_attrs:
+        return int(t.user_attrs["params"])
+    run_dir = t.user_attrs.get("run_dir")
+    try:
+        return record.RunRecord.load(run_dir).params if run_dir else None
+    except UserError:
+        return None
+
+
 def write_trials_csv(study: optuna.Study, path: Path) -> None:
     """Every trial that ran: state, size, accuracy, epochs, time and each swept value."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
@@ -207,7 +219,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
         return {
             "trial": t.number,
             "state": t.state.name,
-            "params": a.get("params", int(t.values[0]) if t.values else None),
+            "params": _params(t),
             "selection_acc": a.get("selection_acc"),
             "test_acc": a.get("test_acc"),
             "val_acc": a.get("val_acc"),
