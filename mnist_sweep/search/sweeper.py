@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 SAMPLER_TARGETS = ["hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"]
 THROUGHPUT = "throughput.json"
+INTERRUPTED = "interrupted: finished results are kept; re-run the same command to continue"
 DIRECTIONS = {
     Goal.SMALLEST: [StudyDirection.MINIMIZE],
     Goal.ACCURACY: [StudyDirection.MAXIMIZE],
@@ -328,7 +329,7 @@ class MnistSweeper(OptunaSweeperImpl):
                 study.study_name,
             )
             if n_workers > 1:
-                workers.abandon_jobs()
+                workers.exit_abandoning_jobs(130, INTERRUPTED)
             raise
         self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
         winner = report.write(study, sweep_dir, target)

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import signal
 import socket
+import sys
+from typing import NoReturn
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -41,14 +45,15 @@ def fail_running(study: optuna.Study, number: int, reason: str) -> bool:
     return True
 
 
-def abandon_jobs() -> None:
-    """Stop the joblib workers training an interrupted sweep's jobs (other launchers'
-    jobs, on a cluster, are theirs to cancel)."""
-    try:
-        from joblib.externals.loky import get_reusable_executor
-    except ImportError:
-        return
-    get_reusable_executor().shutdown(wait=False, kill_workers=True)
+def exit_abandoning_jobs(code: int, message: str) -> NoReturn:
+    """Leave an interrupted multi-worker sweep at once. Its jobs run in joblib's worker
+    processes, which ignore Ctrl-C and which Optuna's thread pool would wait for: in
+    the process group this sweep leads (a terminal's), they are stopped with it."""
+    print(message, file=sys.stderr, flush=True)
+    if os.getpgrp() == os.getpid():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+    os._exit(code)
 
 
 def fail_orphans(study: optuna.Study, retry_failed: int) -> None:
