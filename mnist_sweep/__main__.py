@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_sweep.config import CONF_DIR
+from mnist_sweep.config import CONF_DIR, check_group_choices
 from mnist_sweep.errors import UserError, fail, out_of_memory
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
@@ -71,6 +71,10 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
 
 
 def main() -> None:
+    try:
+        check_group_choices([a for a in sys.argv[1:] if not a.startswith("-")])
+    except UserError as e:
+        fail(str(e))
     try:
         task()
     except KeyboardInterrupt:

@@ -183,3 +183,14 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     expected = RunRecord.load(tmp_path / "outputs" / "reference")
     assert final.status is RunStatus.COMPLETED and final.resumed_after_epoch >= 2
     assert without_timings(final) == without_timings(expected)
+
+
+@pytest.mark.slow
+def test_a_misspelt_option_is_one_line_naming_the_choices(tmp_path):
+    result = run_cli("experiment=smalest", cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (
+        "error: Could not find 'experiment/smalest'; the options in 'experiment' are: "
+        "record_3762, smallest, teacher_8493, under_4k"
+    )
