@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from mnist_sweep.errors import DataError, UserError
+from mnist_sweep.errors import report as report_error
 from mnist_sweep.evaluate.images import read_images
 from mnist_sweep.evaluate.measure import (
     Split,
@@ -30,7 +31,7 @@ from mnist_sweep.evaluate.measure import (
     recorded_epoch,
 )
 from mnist_sweep.run.data import normalise
-from mnist_sweep.run.load import TrainedNet, load_trained
+from mnist_sweep.run.load import TrainedNet, load_trained, run_folder_parser
 from mnist_sweep.run.model import count_params
 
 
@@ -95,10 +96,7 @@ def predict_images(trained: TrainedNet, folder: Path, invert: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mnist_sweep.evaluate", description=__doc__.splitlines()[0]
-    )
-    p.add_argument("run_dir", type=Path, help="a run folder a training wrote")
+    p = run_folder_parser("python -m mnist_sweep.evaluate", __doc__.splitlines()[0])
     p.add_argument(
         "--images", type=Path, metavar="DIR",
         help="instead: predict every 28x28 PNG in DIR (light digit on dark, as MNIST)",
@@ -107,10 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto",
         help="auto (default): the kind of device the run trained on, when there is one",
-    )  # fmt: skip
-    p.add_argument(
-        "--data-root", type=Path, metavar="DIR",
-        help="the folder holding MNIST/raw/ (default: the run's data.root)",
     )  # fmt: skip
     return p
 
@@ -124,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return check(trained, args.device, args.data_root)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error(str(e))
 
 
 if __name__ == "__main__":

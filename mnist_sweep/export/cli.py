@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mnist_sweep.errors import DataError, UserError
+from mnist_sweep.errors import report as report_error
 from mnist_sweep.export.write import CALIBRATION_IMAGES, FP32, REPORT, export_run
+from mnist_sweep.run.load import run_folder_parser
 
 
 def summary(report: dict[str, Any]) -> list[str]:
@@ -38,20 +40,13 @@ def summary(report: dict[str, Any]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mnist_sweep.export", description=__doc__.splitlines()[0]
-    )
-    p.add_argument("run_dir", type=Path, help="a run folder a training wrote")
+    p = run_folder_parser("python -m mnist_sweep.export", __doc__.splitlines()[0])
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx")
     p.add_argument(
         "--calibration", type=int, default=CALIBRATION_IMAGES, metavar="N",
         help=f"training images that calibrate the int8 file (default {CALIBRATION_IMAGES:,})",
     )  # fmt: skip
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: RUN_DIR)")
-    p.add_argument(
-        "--data-root", type=Path, metavar="DIR",
-        help="the folder holding MNIST/raw/ (default: the run's data.root)",
-    )  # fmt: skip
     return p
 
 
@@ -63,11 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = export_run(args.run_dir, args.out, args.int8, args.calibration, args.data_root)
     except DataError as e:
-        print(f"error: {e} (for this command: --data-root DIR)", file=sys.stderr)
-        return 1
+        return report_error(f"{e} (for this command: --data-root DIR)")
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error(str(e))
     print("\n".join(summary(report)))
     print(f"wrote {Path(report['run_dir']) if args.out is None else args.out}/{REPORT}")
     fp32 = report["files"][FP32]["test_acc"]

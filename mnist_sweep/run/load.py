@@ -11,6 +11,7 @@ weights do not fit.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ class TrainedNet:
     cfg: DictConfig  # the run's .hydra/config.yaml, as composed (interpolations unresolved)
     epoch: int  # the epoch whose end the weights are from
     run_dir: Path
+
+
+def run_folder_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A command-line parser for a command on a finished run folder: the folder, and
+    where its MNIST is when not where it trained."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("run_dir", type=Path, help="a run folder a training wrote")
+    parser.add_argument(
+        "--data-root", type=Path, metavar="DIR",
+        help="the folder holding MNIST/raw/ (default: the run's data.root)",
+    )  # fmt: skip
+    return parser
 
 
 def load_model(run_dir: str | Path) -> nn.Module:

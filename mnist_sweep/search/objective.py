@@ -30,7 +30,7 @@ from mnist_sweep.errors import first_line
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord
 from mnist_sweep.schema.sweeper import Goal, Sweeper
-from mnist_sweep.search.pruning import accuracy_of, selection_split
+from mnist_sweep.search.pruning import accuracy_of, selection_accuracy, selection_split
 from mnist_sweep.search.seeds import Verdict, verdict
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,9 @@ class Seed:
 
     @property
     def selection_acc(self) -> float:
-        return self.record.val_acc if self.record.val_acc is not None else self.record.test_acc
+        return selection_accuracy(
+            {"val_acc": self.record.val_acc, "test_acc": self.record.test_acc}
+        )
 
 
 class TrialJobs:
