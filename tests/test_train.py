@@ -22,7 +22,7 @@ from mnist_sweep.run.build import (
     prepare_model,
 )
 from mnist_sweep.run.data import prepare_data, random_affine
-from mnist_sweep.run.distill import distillation_loss
+from mnist_sweep.run.distill import distillation_loss, load_teacher
 from mnist_sweep.run.fit import evaluate, fit
 from mnist_sweep.run.model import build_model, count_params
 from mnist_sweep.run.record import RunRecord, RunStatus
@@ -391,7 +391,8 @@ def test_a_teacher_that_is_not_a_finished_run_is_one_line(quick_cfg, tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("distill.alpha=0", "distill.alpha=0"),
+        ("distill.alpha=-0.1", "distill.alpha=-0.1"),
+        ("distill.alpha=1.5", "distill.alpha=1.5"),
         ("distill.temperature=0", "distill.temperature=0"),
         ("distill.teacher=''", "distill.teacher"),
     ],
@@ -400,6 +401,17 @@ def test_bad_distill_settings_are_named(override, message):
     cfg = compose_config(["distill=teacher", "distill.teacher=somewhere", override])
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+def test_alpha_zero_trains_on_the_labels_without_loading_the_teacher():
+    # The folder does not exist: with alpha 0 nothing reads it, so a search can offer
+    # distill.alpha=choice(0, ...) over one teacher.
+    cfg = compose_config(["distill=teacher", "distill.teacher=nowhere", "distill.alpha=0"])
+    validate(cfg)
+    assert load_teacher(cfg.distill) is None
+    cfg.distill.alpha = 0.5
+    with pytest.raises(UserError, match="distill.teacher=nowhere"):
+        load_teacher(cfg.distill)
 
 
 def test_distill_teacher_must_be_given():

@@ -26,8 +26,11 @@ class TeacherError(UserError):
 
 
 def load_teacher(distill_cfg: Any) -> nn.Module | None:
-    """The frozen teacher that `distill` names, on the CPU in eval mode; None without one."""
+    """The frozen teacher that `distill` names, on the CPU in eval mode; None without one
+    or with alpha 0 (its term would weigh nothing)."""
     if distill_cfg is None or distill_cfg.get("teacher") is None:
+        return None
+    if float(distill_cfg.get("alpha", 0.5)) == 0:
         return None
     given = distill_cfg.teacher
     run_dir = Path(given).expanduser().resolve()  # relative: from where the command started

@@ -47,5 +47,7 @@ Average = Annotated[NoAverage | EMA | SWA, Field(discriminator="kind")]
 
 class Distill(Section):
     teacher: Annotated[str, Field(min_length=1)] | None  # a finished run folder; null: none
-    alpha: Annotated[float, Field(gt=0, le=1)]  # 0 would be no teacher: distill=none
+    # 0: the labels alone, and the teacher is neither loaded nor run (a search can
+    # then choose between distilling and not with one number).
+    alpha: Annotated[float, Field(ge=0, le=1)]
     temperature: Annotated[float, Field(gt=0)]
