@@ -61,6 +61,29 @@ def test_speed_prints_both_rates_and_ends_with_the_speedup(data_root):
 
 
 @pytest.mark.slow
+def test_variants_report_rate_ratio_and_the_test_pass_share(data_root):
+    result = run_bench(
+        "--variants", "average=none", "--model", "tiny", "--batches", "4", "--repeats", "2",
+        "--warmup", "1",
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    line = (
+        r": ([\d,]+) images/s, (\d+\.\d\d)x \(rounds [\d., ]+\); "
+        r"test pass (\d+\.\d\d) s, ([\d.]+)% of a 60,000-image epoch with it$"
+    )
+    base = re.search(r"^as configured" + line, out, re.M)
+    variant = re.search(r"^average=none" + line, out, re.M)
+    assert base and variant, out
+    assert base[2] == "1.00" and float(variant[2]) > 0, out
+    # The share follows from the printed rate and seconds (both rounded).
+    rate, seconds, share = float(base[1].replace(",", "")), float(base[3]), float(base[4])
+    if seconds > 0:
+        expected = 100 * seconds / (60_000 / rate + seconds)
+        assert share == pytest.approx(expected, rel=0.1, abs=0.05), out
+
+
+@pytest.mark.slow
 def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
     result = run_bench(
         "--time-to-target",

@@ -86,6 +86,11 @@ def test_seeds_inside_the_sweep_decide_the_winner(tmp_path):
             assert (record.seed, record.test_acc, record.status) == (
                 seed, acc, RunStatus.COMPLETED,
             )  # fmt: skip
+            # Only the first reports to the trial; the others name it for the trackers.
+            job = OmegaConf.load(tmp_path / run_dir / ".hydra" / "hydra.yaml").hydra.job
+            first = seed == seeds[0]
+            assert job.get("optuna_trial") == (t.number if first else None)
+            assert job.get("optuna_seed_of") == (None if first else t.number)
     with (sweep_dir / "trials.csv").open() as f:
         rows = {int(r["trial"]): r for r in csv.DictReader(f)}
     for t in trials:

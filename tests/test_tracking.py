@@ -91,6 +91,8 @@ def test_run_labels_come_from_the_sweep_job():
     assert base.run_labels(hydra(RunMode.RUN)) == base.RunLabels()
     labels = base.run_labels(hydra(RunMode.MULTIRUN, **{record.SWEEP_TRIAL: 3}))
     assert labels == base.RunLabels(study="s-1", trial=3)
+    seed = base.run_labels(hydra(RunMode.MULTIRUN, **{record.SEED_OF: 3}))
+    assert seed == base.RunLabels(study="s-1", trial=3, seed_run=True)
     # A sweep's job without a trial, e.g. a confirmation seed: the study's experiment still.
     assert base.run_labels(hydra(RunMode.MULTIRUN)) == base.RunLabels(study="s-1")
 

@@ -30,6 +30,7 @@ from mnist_sweep.bench.timing import (
     one_training,
     project_run,
     timed_epoch,
+    timed_test_pass,
     warmed_run,
     warmup_image_count,
     with_changes,
@@ -39,6 +40,8 @@ from mnist_sweep.run.build import cpu_threads
 from mnist_sweep.run.fit import evaluate, sync, train_epoch
 from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
 from mnist_sweep.run.train import train
+
+EPOCH_IMAGES = 60_000  # a training epoch over the whole MNIST training set
 
 
 def _median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
@@ -114,16 +117,22 @@ def run_variants(
         )
         print(f"warm-up {label}: {warmup:.1f} s")
     rates: dict[str, list[float]] = {label: [] for label in configs}
+    test_pass: dict[str, list[float]] = {label: [] for label in configs}
     for round_ in range(1, args.repeats + 1):
         for label, run in runs.items():
             rates[label].append(timed_epoch(run))
+            test_pass[label].append(timed_test_pass(run))
         print(f"round {round_}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()))
     base = rates["as configured"]
     ratios = {label: _median_ratio(r, base) for label, r in rates.items()}
     for label, r in rates.items():
+        rate, seconds = statistics.median(r), statistics.median(test_pass[label])
+        # The test pass as a share of the full epoch it follows in a training.
+        share = seconds / (EPOCH_IMAGES / rate + seconds)
         print(
-            f"{label}: {statistics.median(r):,.0f} images/s, {ratios[label]:.2f}x "
-            f"(rounds {', '.join(f'{b / a:.2f}' for b, a in zip(r, base, strict=True))})"
+            f"{label}: {rate:,.0f} images/s, {ratios[label]:.2f}x "
+            f"(rounds {', '.join(f'{b / a:.2f}' for b, a in zip(r, base, strict=True))}); "
+            f"test pass {seconds:.2f} s, {share:.1%} of a {EPOCH_IMAGES:,}-image epoch with it"
         )
     return ratios
 

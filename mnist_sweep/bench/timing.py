@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_sweep.errors import UserError
 from mnist_sweep.run.build import Run, build, cpu_threads
 from mnist_sweep.run.data import DeviceData
-from mnist_sweep.run.fit import sync, train_epoch
+from mnist_sweep.run.fit import evaluate, sync, train_epoch
 
 # A timed round of the project side: images/s over `--batches` batches.
 TimedRound = Callable[[], float]
@@ -71,6 +71,16 @@ def timed_epoch(run: Run) -> float:
         t0 = time.perf_counter()
         train_epoch(run)  # ends with .item(): the device is done when it returns
         return run.data.n_train / (time.perf_counter() - t0)
+
+
+def timed_test_pass(run: Run) -> float:
+    """Seconds of one evaluation of the shipped weights on the test set, as every epoch
+    of a training ends."""
+    data = run.data
+    with cpu_threads(run.cfg.trainer.get("threads")):
+        t0 = time.perf_counter()
+        evaluate(run.shipped(), data.test_x, data.test_y, run.eval_batch_size, run.autocast)
+        return time.perf_counter() - t0
 
 
 def _s(count: int) -> str:

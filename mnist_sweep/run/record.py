@@ -60,6 +60,9 @@ HYDRA_OVERRIDES = HYDRA_DIR / "overrides.yaml"  # the command line's task overri
 HYDRA_RUNTIME = HYDRA_DIR / "hydra.yaml"  # Hydra's own settings: choices, launcher, job
 # The job setting (hydra.job.<this>) naming the sweep trial a run was launched for.
 SWEEP_TRIAL = "optuna_trial"
+# A trial's further seeds carry its number under this key instead: they are ordinary
+# runs of its design, which neither report to the trial nor can prune it.
+SEED_OF = "optuna_seed_of"
 
 
 class RunStatus(str, enum.Enum):

@@ -254,7 +254,8 @@ class TrialJobs:
             trial.number, " / ".join(f"{s.selection_acc:.2f}" for s in seeds), seed,
         )  # fmt: skip
         kept = [o for o in overrides if not o.startswith("trainer.seed=")]
-        return self._run(trial, [*kept, f"trainer.seed={seed}"], f"{subdir}_seed{seed}")
+        label = f"++hydra.job.{record.SEED_OF}={trial.number}"
+        return self._run(trial, [*kept, f"trainer.seed={seed}", label], f"{subdir}_seed{seed}")
 
     def _tell(self, trial: Trial, seeds: Sequence[Seed]) -> float | tuple[float, float]:
         first = seeds[0].record

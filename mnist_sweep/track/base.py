@@ -39,20 +39,27 @@ class NoTracker:
 
 @dataclass(frozen=True)
 class RunLabels:
-    """Where a run belongs: the study and trial it was launched for in a sweep, else None."""
+    """Where a run belongs: the study and trial it was launched for in a sweep, else None.
+    `seed_run`: one of the trial's further seeds, not the run that reports to it."""
 
     study: str | None = None
     trial: int | None = None
+    seed_run: bool = False
 
 
 def run_labels(hydra_cfg: Any) -> RunLabels:
     """The labels of the job Hydra runs now: the sweeper puts the study's name in
     hydra.sweeper.study_name and the trial's number in hydra.job.<record.SWEEP_TRIAL>
-    (a sweep's other jobs, such as the winner's confirmation seeds, have no trial)."""
+    (a trial's further seeds its number in hydra.job.<record.SEED_OF>; a sweep's other
+    jobs, such as the winner's confirmation seeds, have no trial)."""
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return RunLabels()
-    study, trial = hydra_cfg.sweeper.get("study_name"), hydra_cfg.job.get(record.SWEEP_TRIAL)
-    return RunLabels(study=str(study) if study else None, trial=trial)
+    study = hydra_cfg.sweeper.get("study_name")
+    study = str(study) if study else None
+    trial, seed_of = hydra_cfg.job.get(record.SWEEP_TRIAL), hydra_cfg.job.get(record.SEED_OF)
+    if trial is None and seed_of is not None:
+        return RunLabels(study=study, trial=seed_of, seed_run=True)
+    return RunLabels(study=study, trial=trial)
 
 
 # What an Optuna trial's state is called once the run that the trial launched ends.

@@ -7,7 +7,8 @@ folder, which becomes a SQLite database and an artifact folder inside it
 the URL is masked in every line this module writes, as the study storage's is.
 
 A run is tagged with its folder, its status (completed, pruned or failed) and,
-in a sweep, its study and trial number and the state the trial ends in.
+in a sweep, its study and trial number and the state the trial ends in (a
+trial's further seeds: its number and seed_run=true).
 MLflow's own status is FINISHED, KILLED (pruned) or FAILED.
 """
 
@@ -93,7 +94,7 @@ class MlflowTracker:
         try:
             self._metrics(final_figures(record), step)
             self.client.set_tag(self.run_id, "status", record.status.value)
-            if self.labels.trial is not None:
+            if self.labels.trial is not None and not self.labels.seed_run:
                 self.client.set_tag(self.run_id, "trial_state", TRIAL_STATE[record.status])
             for name in (CURVES, METRICS, *((CHECKPOINT,) if self.checkpoint else ())):
                 if (self.run_dir / name).is_file():
@@ -166,7 +167,10 @@ def _create_run(
         tags["study"] = labels.study
     if labels.trial is not None:
         tags["trial"] = str(labels.trial)
-        tags["trial_state"] = TRIAL_STATE[RunStatus.RUNNING]
+        if labels.seed_run:  # the trial's state is its first seed's run's to tell
+            tags["seed_run"] = "true"
+        else:
+            tags["trial_state"] = TRIAL_STATE[RunStatus.RUNNING]
     run_id = client.create_run(experiment_id, tags=tags, run_name=run_dir.name).info.run_id
     params = [Param(k, str(v)) for k, v in flatten(config).items()]
     for i in range(0, len(params), BATCH):
