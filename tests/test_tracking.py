@@ -28,7 +28,7 @@ from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.track import base
 from mnist_sweep.track.mlflow import DATABASE, store
-from tests.conftest import compose_config, run_cli, run_sweep, sweep_folder, wait_until
+from tests.conftest import SWEEP, compose_config, run_cli, run_sweep, sweep_folder, wait_until
 
 # A real training, as short as still says something: the tiny net, 300 images.
 TINY = {"data.train_subset": 300, "trainer.epochs": 2}
@@ -368,3 +368,14 @@ def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path):
     assert len(errors) == 1 and "cannot reach MLflow tracking store" in errors[0]
     assert SECRET not in result.stderr + result.stdout
     assert not list(tmp_path.glob(f"outputs/**/{record.METRICS}"))
+
+
+@pytest.mark.slow
+def test_a_sweep_asks_an_unreachable_store_once_before_any_trial(tmp_path):
+    url = f"http://user:{SECRET}@127.0.0.1:{free_port()}"
+    result = run_cli(*SWEEP, "logger=mlflow", f"logger.tracking_uri={url}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot reach MLflow tracking store" in errors[0], errors
+    assert SECRET not in result.stderr + result.stdout
+    assert not list(tmp_path.glob("outputs/sweeps/*/trial_*"))  # no trial was launched

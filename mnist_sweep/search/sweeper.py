@@ -57,6 +57,7 @@ from mnist_sweep.search.samplers import bind_grid
 from mnist_sweep.search.space import check_space
 from mnist_sweep.search.starting_points import enqueue_starting_points, promoted
 from mnist_sweep.search.storage import display_url, open_storage
+from mnist_sweep.track import check_store
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ class MnistSweeper(OptunaSweeperImpl):
                 "study_name": self.study_name,
             }  # fmt: skip
         )
+        check_store(self.config.get("logger"))  # once, not once per failing trial
         study = self._open_study()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         enqueue_starting_points(study, self.settings, distributions, fixed_params)

@@ -22,7 +22,25 @@ from mnist_sweep.errors import UserError
 from mnist_sweep.run.record import RunRecord
 from mnist_sweep.track.base import Guarded, NoTracker, RunLabels, Tracker, run_labels
 
-__all__ = ["RunLabels", "Tracker", "open_tracker", "run_labels"]
+__all__ = ["RunLabels", "Tracker", "check_store", "open_tracker", "run_labels"]
+
+
+def check_store(logger_cfg: Mapping[str, Any] | None) -> None:
+    """UserError unless the tracker the `logger` section names can start: its package is
+    installed and its store answers. A sweep calls it once, before any trial."""
+    kind = (logger_cfg or {}).get("kind", "none")
+    if kind == "none" or logger_cfg is None:
+        return
+    _check_package(kind)
+    if kind == "mlflow":
+        from mnist_sweep.track import mlflow
+
+        mlflow.check(logger_cfg)
+
+
+def _check_package(kind: str) -> None:
+    if importlib.util.find_spec(kind) is None:  # the package is named as the option is
+        raise UserError(f"logger={kind} needs the {kind} package: pip install -e '.[tracking]'")
 
 
 def open_tracker(
@@ -39,8 +57,7 @@ def open_tracker(
     kind = (logger_cfg or {}).get("kind", "none")
     if kind == "none" or logger_cfg is None:
         return NoTracker()
-    if importlib.util.find_spec(kind) is None:  # the package is named as the option is
-        raise UserError(f"logger={kind} needs the {kind} package: pip install -e '.[tracking]'")
+    _check_package(kind)
     if kind == "tensorboard":
         from mnist_sweep.track.tensorboard import TensorBoardTracker
 

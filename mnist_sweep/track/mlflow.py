@@ -103,6 +103,39 @@ class MlflowTracker:
             self.client.set_terminated(self.run_id, STATUS.get(record.status, "FAILED"))
 
 
+def _reach(uri: str) -> None:
+    """Raise unless the store answers: one quick connection to a database, one request
+    to a server."""
+    scheme = uri.split(":", 1)[0]
+    if scheme not in ("http", "https", "file", "databricks"):
+        _probe_database(uri)
+    elif scheme in ("http", "https"):
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def _unreachable(uri: str, e: Exception) -> UserError:
+    lines = str(getattr(e, "orig", None) or e).strip().splitlines()
+    why = mask_secrets(lines[0] if lines else type(e).__name__, uri)
+    return UserError(
+        f"cannot reach MLflow tracking store {display_url(uri)} ({type(e).__name__}: {why}); "
+        f"check that it is running and the URL, or name another with {SETTING}"
+    )
+
+
+def check(cfg: Mapping[str, Any]) -> None:
+    """UserError unless the store `cfg` names can be reached: a sweep asks once, before
+    its first trial, instead of letting every trial fail on it."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    uri, _ = store(str(cfg["tracking_uri"]))
+    try:
+        _reach(uri)
+    except Exception as e:
+        raise _unreachable(uri, e) from None
+
+
 def start(
     cfg: Mapping[str, Any],
     run_dir: Path,
@@ -124,12 +157,7 @@ def start(
     except UserError:
         raise
     except Exception as e:
-        lines = str(getattr(e, "orig", None) or e).strip().splitlines()
-        why = mask_secrets(lines[0] if lines else type(e).__name__, uri)
-        raise UserError(
-            f"cannot reach MLflow tracking store {shown} ({type(e).__name__}: {why}); check that "
-            f"it is running and the URL, or name another with {SETTING}"
-        ) from None
+        raise _unreachable(uri, e) from None
     client, run_id = run
     tracker = MlflowTracker(client, run_id, run_dir, uri, labels, bool(cfg.get("log_checkpoint")))
     for row in record.epochs:  # a resumed run: the epochs before the interruption
