@@ -14,6 +14,9 @@ from mnist_sweep.errors import ConfigError
 from mnist_sweep.schema.sweeper import Sweeper, validate_sweeper
 from mnist_sweep.search.space import check_space
 
+# The architecture searches (accuracy tunes a fixed net's recipe; its own sweep test runs it).
+PRESETS = ["smallest", "screen", "holds", "floor", "floor_distilled"]
+
 
 def _check(preset: str, *changes: str) -> None:
     """check_space as the sweeper calls it, on `preset`'s params with `changes` on top."""
@@ -25,7 +28,7 @@ def _check(preset: str, *changes: str) -> None:
     check_space(config, distributions, fixed)
 
 
-@pytest.mark.parametrize("preset", ["smallest", "screen"])
+@pytest.mark.parametrize("preset", PRESETS)
 def test_the_shipped_search_spaces_pass(preset):
     _check(preset)
 
@@ -52,7 +55,7 @@ def _settings(preset: str, *overrides: str) -> dict:
     return {key: sweeper[key] for key in Sweeper.model_fields}
 
 
-@pytest.mark.parametrize("preset", ["smallest", "screen"])
+@pytest.mark.parametrize("preset", PRESETS)
 def test_the_shipped_sweeper_settings_pass(preset):
     validate_sweeper(_settings(preset))
 
