@@ -55,7 +55,11 @@ def two_conv_blocks_arithmetic(w1: int, w2: int, w3: int, t1: int) -> int:
 
 @pytest.mark.parametrize(
     ("experiment", "widths", "expected"),
-    [("smallest", (7, 12, 13, 5), 5568), ("teacher_8493", (9, 15, 16, 6), 8493)],
+    [
+        ("ladder_5568", (7, 12, 13, 5), 5568),
+        ("teacher_8493", (9, 15, 16, 6), 8493),
+        ("teacher_8128", (5, 20, 11, 5), 8128),
+    ],
 )
 def test_the_answer_experiments_have_their_stated_parameter_counts(experiment, widths, expected):
     cfg = compose_config([f"experiment={experiment}"])
@@ -94,6 +98,21 @@ def test_under_4k_is_separable_and_has_its_stated_parameter_count():
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert [m.padding for m in depthwise] == [(0, 0), (0, 0), (1, 1), (1, 1)]
     assert cfg.average.kind == "ema" and cfg.dropout.p == 0 and cfg.distill.teacher is None
+
+
+def test_smallest_is_under_4k_wider_with_its_teacher():
+    cfg = compose_config(["experiment=smallest"])
+    model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
+    units = [(8, 22), (22, 22), (22, 28), (28, 28)]
+    expected = (
+        (conv_bn(1, 8, False) + conv_bn(8, 8, False) + sum(separable_bn(*u) for u in units))
+        + 28 * 10
+        + 10
+    )
+    assert count_params(model) == expected == 3950
+    assert (cfg.distill.teacher, cfg.distill.alpha, cfg.distill.temperature) == (
+        "outputs/teacher_8128", 0.8, 4.0,
+    )  # fmt: skip
 
 
 def test_separable_knob_must_be_a_bool():
@@ -228,7 +247,7 @@ def test_linear_one_cycle_rises_and_falls_in_straight_lines():
 
 
 def test_batchnorm_without_affine_saves_two_params_per_conv_channel():
-    cfg = compose_config(["experiment=smallest", "model.bn_affine=false"])
+    cfg = compose_config(["experiment=ladder_5568", "model.bn_affine=false"])
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
     bn_channels = 2 * (7 + 12 + 13)  # two conv units per block, widths 7, 12, 13
     assert count_params(model) == 5568 - 2 * bn_channels
@@ -242,7 +261,7 @@ def test_batchnorm_without_affine_saves_two_params_per_conv_channel():
     [("relu", nn.ReLU), ("silu", nn.SiLU), ("gelu", nn.GELU), ("hardswish", nn.Hardswish)],
 )
 def test_the_activation_is_a_knob_that_leaves_the_count_alone(name, layer):
-    cfg = compose_config(["experiment=smallest", f"model.activation={name}"])
+    cfg = compose_config(["experiment=ladder_5568", f"model.activation={name}"])
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
     assert count_params(model) == 5568
     assert sum(isinstance(m, layer) for m in model) == 6
