@@ -100,16 +100,17 @@ def test_under_4k_is_separable_and_has_its_stated_parameter_count():
     assert cfg.average.kind == "ema" and cfg.dropout.p == 0 and cfg.distill.teacher is None
 
 
-def test_smallest_is_under_4k_wider_with_its_teacher():
+def test_smallest_is_under_4k_reshaped_with_its_teacher():
     cfg = compose_config(["experiment=smallest"])
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
-    units = [(8, 22), (22, 22), (22, 28), (28, 28)]
+    units = [(7, 21), (21, 21), (21, 28), (28, 28)]
     expected = (
-        (conv_bn(1, 8, False) + conv_bn(8, 8, False) + sum(separable_bn(*u) for u in units))
+        (conv_bn(1, 7, False) + conv_bn(7, 7, False) + sum(separable_bn(*u) for u in units))
         + 28 * 10
         + 10
     )
-    assert count_params(model) == expected == 3950
+    assert count_params(model) == expected == 3671
+    assert (cfg.data.batch_size, cfg.data.augment.elastic) == (32, 34.0)
     assert (cfg.distill.teacher, cfg.distill.alpha, cfg.distill.temperature) == (
         "outputs/teacher_8128", 0.8, 4.0,
     )  # fmt: skip
