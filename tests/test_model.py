@@ -80,16 +80,18 @@ def separable_bn(cin: int, cout: int) -> int:
     return 9 * cin + cin * cout + 2 * cout
 
 
+def under_4k_arithmetic(w1: int, w2: int, w3: int) -> int:
+    """The under_4k layout: two plain conv units of w1, then two separable units each of
+    w2 and w3, GAP and a linear layer to 10 classes."""
+    units = [(w1, w2), (w2, w2), (w2, w3), (w3, w3)]
+    plain = conv_bn(1, w1, False) + conv_bn(w1, w1, False)
+    return plain + sum(separable_bn(*u) for u in units) + w3 * 10 + 10
+
+
 def test_under_4k_is_separable_and_has_its_stated_parameter_count():
     cfg = compose_config(["experiment=under_4k"])
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
-    units = [(8, 22), (22, 22), (22, 26), (26, 26)]
-    expected = (
-        (conv_bn(1, 8, False) + conv_bn(8, 8, False) + sum(separable_bn(*u) for u in units))
-        + 26 * 10
-        + 10
-    )
-    assert count_params(model) == expected == 3752
+    assert count_params(model) == under_4k_arithmetic(8, 22, 26) == 3752
     depthwise = [m for m in model if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert [(m.in_channels, m.groups, m.bias) for m in depthwise] == [
         (c, c, None) for c in (8, 22, 22, 26)
@@ -103,13 +105,7 @@ def test_under_4k_is_separable_and_has_its_stated_parameter_count():
 def test_smallest_is_under_4k_reshaped_with_its_teacher():
     cfg = compose_config(["experiment=smallest"])
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
-    units = [(7, 21), (21, 21), (21, 28), (28, 28)]
-    expected = (
-        (conv_bn(1, 7, False) + conv_bn(7, 7, False) + sum(separable_bn(*u) for u in units))
-        + 28 * 10
-        + 10
-    )
-    assert count_params(model) == expected == 3671
+    assert count_params(model) == under_4k_arithmetic(7, 21, 28) == 3671
     assert (cfg.data.batch_size, cfg.data.augment.elastic) == (32, 34.0)
     assert (cfg.distill.teacher, cfg.distill.alpha, cfg.distill.temperature) == (
         "outputs/teacher_8128", 0.8, 4.0,
