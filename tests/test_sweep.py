@@ -322,6 +322,20 @@ def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_verdicts_seeds_use_the_workers_that_have_no_trial_left(tmp_path):
+    # One trial for two workers: once the study has it, the idle worker trains its seeds too.
+    result = run_cli(
+        *SWEEP, "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", "hydra.sweeper.seeds=3", "hydra.sweeper.seed_margin=100",
+        "hydra/sweeper/pruner=none", "trainer.seed=4", "target_acc=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (trial,) = _study(tmp_path).trials
+    assert trial.user_attrs["seeds"] == [4, 5, 6] and trial.user_attrs["holds"]
+    assert "training seed 5, 6" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
     run_sweep(tmp_path, "hydra.sweeper.n_trials=1", "hydra.sweeper.storage=null")
     assert not (tmp_path / "outputs" / "optuna.db").exists()

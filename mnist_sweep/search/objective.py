@@ -108,8 +108,10 @@ class TrialJobs:
         target: float,
         metric: str | None,
         throughput: Throughput,
+        spare_workers: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
+        self.spare_workers = spare_workers
         self.configure = configure
         self.new_launcher = new_launcher
         self.sweep_dir = sweep_dir
@@ -133,20 +135,26 @@ class TrialJobs:
             self._local.launcher = self.new_launcher()
         return self._local.launcher
 
-    def _launch(self, overrides: Sequence[str], subdir: str) -> tuple[JobReturn, Path]:
-        """Run one job to its end; its return and run folder. A launcher that lost the
-        job (a killed joblib worker, a cancelled SLURM job) raises."""
+    def _launch(
+        self, jobs: Sequence[tuple[Sequence[str], str]]
+    ) -> list[tuple[JobReturn, Path]]:
+        """Run jobs (overrides, subdir) side by side to their end; each one's return and
+        run folder. A launcher that lost a job (a killed joblib worker, a cancelled SLURM
+        job) raises."""
         with self._idx_lock:
-            idx, self._next_idx = self._next_idx, self._next_idx + 1
-        run_dir = self.sweep_dir / subdir
+            idx, self._next_idx = self._next_idx, self._next_idx + len(jobs)
+        run_dirs = [self.sweep_dir / subdir for _, subdir in jobs]
         launched = time.time()
         try:
-            (ret,) = self._launcher().launch(
-                [[*overrides, f"hydra.sweep.subdir={subdir}"]], initial_job_idx=idx
+            rets = self._launcher().launch(
+                [[*overrides, f"hydra.sweep.subdir={subdir}"] for overrides, subdir in jobs],
+                initial_job_idx=idx,
             )
         finally:
-            self.throughput.add_run(busy_seconds(run_dir, launched, time.time()))
-        return ret, run_dir
+            returned = time.time()
+            for run_dir in run_dirs:
+                self.throughput.add_run(busy_seconds(run_dir, launched, returned))
+        return list(zip(rets, run_dirs, strict=True))
 
     # -- the objective ---------------------------------------------------------------------
 
@@ -169,10 +177,9 @@ class TrialJobs:
             # The job's one link to its trial: an override in Hydra's own job settings,
             # read by __main__ (and kept in the run's .hydra/hydra.yaml).
             link = f"++hydra.job.{record.SWEEP_TRIAL}={trial.number}"
-            first = self._run(trial, [*overrides, link], subdir)
-            seeds = [first]
+            seeds = self._run(trial, [([*overrides, link], subdir)])
             while self._wants_another(trial, seeds):
-                seeds.append(self._next_seed(trial, overrides, subdir, seeds))
+                seeds += self._next_seeds(trial, overrides, subdir, seeds)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             raise
@@ -191,20 +198,22 @@ class TrialJobs:
             study.stop()
             raise TrialFailed(reason)
 
-    def _run(self, trial: Trial, overrides: Sequence[str], subdir: str) -> Seed:
-        ret, run_dir = self._launch(overrides, subdir)
-        try:
-            ret.return_value  # noqa: B018 - raises the job's own exception
-        except optuna.TrialPruned as e:
-            self._pruned(trial, run_dir)
-            log.info("trial %d: %s", trial.number, e)
-            raise
-        except Exception as e:
-            reason = f"{type(e).__name__}: {first_line(e)}"
-            trial.set_user_attr("fail_reason", reason)
-            log.warning("trial %d failed: %s", trial.number, reason)
-            raise TrialFailed(reason) from None
-        return Seed(int(ret.cfg.trainer.seed), run_dir, RunRecord.load(run_dir))
+    def _run(self, trial: Trial, jobs: Sequence[tuple[Sequence[str], str]]) -> list[Seed]:
+        seeds = []
+        for ret, run_dir in self._launch(jobs):
+            try:
+                ret.return_value  # noqa: B018 - raises the job's own exception
+            except optuna.TrialPruned as e:
+                self._pruned(trial, run_dir)
+                log.info("trial %d: %s", trial.number, e)
+                raise
+            except Exception as e:
+                reason = f"{type(e).__name__}: {first_line(e)}"
+                trial.set_user_attr("fail_reason", reason)
+                log.warning("trial %d failed: %s", trial.number, reason)
+                raise TrialFailed(reason) from None
+            seeds.append(Seed(int(ret.cfg.trainer.seed), run_dir, RunRecord.load(run_dir)))
+        return seeds
 
     def _pruned(self, trial: Trial, run_dir: Path) -> None:
         """A pruned trial counts as below target at the accuracy it stopped with."""
@@ -245,17 +254,24 @@ class TrialJobs:
         ]
         return min(held, key=lambda t: t.user_attrs["params"], default=None)
 
-    def _next_seed(
+    def _next_seeds(
         self, trial: Trial, overrides: Sequence[str], subdir: str, seeds: Sequence[Seed]
-    ) -> Seed:
-        seed = seeds[0].seed + len(seeds)
+    ) -> list[Seed]:
+        """The design's next seed, and one more for each worker that has no trial left
+        to run (after the timeout, or once the study has its trials): a verdict's seeds
+        then use every core instead of one."""
+        left = self.settings.seeds - len(seeds)
+        count = max(1, min(left, 1 + self.spare_workers()))
+        new = [seeds[0].seed + len(seeds) + i for i in range(count)]
         log.info(
-            "trial %d: %s so far; training seed %d",
-            trial.number, " / ".join(f"{s.selection_acc:.2f}" for s in seeds), seed,
+            "trial %d: %s so far; training seed %s",
+            trial.number, " / ".join(f"{s.selection_acc:.2f}" for s in seeds),
+            ", ".join(map(str, new)),
         )  # fmt: skip
         kept = [o for o in overrides if not o.startswith("trainer.seed=")]
         label = f"++hydra.job.{record.SEED_OF}={trial.number}"
-        return self._run(trial, [*kept, f"trainer.seed={seed}", label], f"{subdir}_seed{seed}")
+        jobs = [([*kept, f"trainer.seed={s}", label], f"{subdir}_seed{s}") for s in new]
+        return self._run(trial, jobs)
 
     def _tell(self, trial: Trial, seeds: Sequence[Seed]) -> float | tuple[float, float]:
         first = seeds[0].record

@@ -280,12 +280,22 @@ class MnistSweeper(OptunaSweeperImpl):
             (job,) = self._configure_trials([trial], distributions, fixed_params, fixed_overrides)
             return job
 
+        n_workers = self._workers()
+        started = time.monotonic()
+
+        def spare_workers() -> int:
+            """Workers with no trial left to start, free to train a running trial's seeds."""
+            left = self._time_left(started)
+            if (left is None or left > 0) and len(taken(study)) < n_trials:
+                return 0
+            return max(n_workers - len(jobs.running()), 0)
+
         jobs = TrialJobs(
             settings=self.settings, configure=configure, new_launcher=self._new_launcher,
             sweep_dir=sweep_dir, target=target, metric=metric, throughput=done,
+            spare_workers=spare_workers,
         )  # fmt: skip
         budget = workers.FailureBudget(self.settings)
-        n_workers = self._workers()
         workers.fail_orphans(study, self.settings.retry_failed)
         log.info(
             "study %s (storage %s): %d finished trials kept, %d to run by %d workers; "
@@ -294,7 +304,6 @@ class MnistSweeper(OptunaSweeperImpl):
             len(study.get_trials(deepcopy=False, states=FINISHED)),
             max(n_trials - len(taken(study)), 0), n_workers, sweep_dir,
         )  # fmt: skip
-        started = time.monotonic()
         # Optuna logs each caught failure with its traceback; the sweep logs its own line.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
