@@ -192,5 +192,5 @@ def test_a_misspelt_option_is_one_line_naming_the_choices(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line == (
         "error: Could not find 'experiment/smalest'; the options in 'experiment' are: "
-        "ladder_5568, record_3762, smallest, teacher_8128, teacher_8493, under_4k"
+        "ladder_5568, record_3762, sep_3671, smallest, teacher_8128, teacher_8493, under_4k"
     )

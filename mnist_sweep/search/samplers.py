@@ -17,9 +17,9 @@ from mnist_sweep.errors import ConfigError
 class SweepGridSampler(optuna.samplers.GridSampler):
     """GridSampler without its `study.stop()` once the grid is used up.
 
-    Optuna allows `stop()` only inside `Study.optimize`; this sweeper asks and
-    tells, so the stop raised before the last trial was recorded. The sweep ends
-    by itself at n_trials, which `bind_grid` caps at the grid's size.
+    The sweep ends in one place, at n_trials (`MaxTrialsCallback` in the sweeper's
+    `study.optimize`), which `bind_grid` caps at the grid's size; a `stop()` from the
+    sampler would end this command's workers while other commands on a shared study go on.
     """
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
