@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from mnist_sweep import teachers
 from mnist_sweep.errors import ConfigError, DataError, TrainingDiverged, UserError, WriteError
 from mnist_sweep.run import record
 from mnist_sweep.run.build import (
@@ -417,3 +418,16 @@ def test_alpha_zero_trains_on_the_labels_without_loading_the_teacher():
 def test_distill_teacher_must_be_given():
     with pytest.raises(ConfigError, match="distill.teacher"):
         validate(compose_config(["distill=teacher"]))
+
+
+def test_the_shipped_teacher_loads_by_name_and_is_pinned(monkeypatch, tmp_path):
+    cfg = compose_config(["experiment=smallest"])
+    teacher = load_teacher(cfg.distill)
+    assert count_params(teacher) == 8128 and not teacher.training
+    # Its metrics say what it scored: the figure RESULTS quotes for it.
+    shipped = RunRecord.load(teachers.HERE / "teacher_8128")
+    assert shipped.status is RunStatus.COMPLETED and shipped.test_acc == 99.43
+    # A changed checkpoint is refused, naming the way out.
+    monkeypatch.setitem(teachers.SHIPPED, "teacher_8128", "0" * 64)
+    with pytest.raises(UserError, match=r"^distill.teacher=teacher_8128: .* SHA-256 pin"):
+        load_teacher(cfg.distill)

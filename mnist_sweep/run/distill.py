@@ -19,10 +19,11 @@ from torch import Tensor, nn
 from mnist_sweep.errors import RunRecordError, UserError
 from mnist_sweep.run import record
 from mnist_sweep.run.load import load_model
+from mnist_sweep.teachers import SHIPPED, shipped_teacher
 
 
 class TeacherError(UserError):
-    """distill.teacher does not name a finished run folder."""
+    """distill.teacher names neither a shipped teacher nor a finished run folder."""
 
 
 def load_teacher(distill_cfg: Any) -> nn.Module | None:
@@ -32,13 +33,19 @@ def load_teacher(distill_cfg: Any) -> nn.Module | None:
         return None
     if float(distill_cfg.get("alpha", 0.5)) == 0:
         return None
-    given = distill_cfg.teacher
-    run_dir = Path(given).expanduser().resolve()  # relative: from where the command started
+    given = str(distill_cfg.teacher)
     where = f"distill.teacher={given}"
+    try:
+        shipped = shipped_teacher(given)
+    except UserError as e:
+        raise TeacherError(f"{where}: {e}") from None
+    # A shipped teacher's name, or a run folder (relative: from where the command started).
+    run_dir = shipped or Path(given).expanduser().resolve()
     if not (run_dir / record.HYDRA_CONFIG).is_file():
         raise TeacherError(
             f"{where}: {run_dir} is not a run folder (no {record.HYDRA_CONFIG}); "
-            "give the folder a finished training left, or use distill=none"
+            "give the folder a finished training left, a shipped teacher's name "
+            f"({', '.join(SHIPPED) or 'none shipped'}), or use distill=none"
         )
     try:
         run = record.RunRecord.load(run_dir)
