@@ -331,6 +331,20 @@ def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_command_line_sweep_of_a_key_the_preset_fixes_is_what_the_trials_run(tmp_path):
+    # hparams_search=smallest fixes trainer.epochs: 15; the command line sweeps it.
+    sweep = [a for a in SWEEP if not a.startswith("trainer.epochs=")]
+    result = run_cli(*sweep, "trainer.epochs=choice(1,2)", "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for trial in _study(tmp_path).trials:
+        epochs = trial.params["trainer.epochs"]
+        assert epochs in (1, 2)
+        run_dir = tmp_path / trial.user_attrs["run_dir"]
+        assert f"trainer.epochs={epochs}" in record.load_overrides(run_dir)
+        assert RunRecord.load(run_dir).epochs_planned == epochs
+
+
+@pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = [a for a in SWEEP if not a.startswith("optimizer.lr=")]  # lr becomes a dimension
     # Starting trials make the order certain: one that diverges, then three that do not.

@@ -39,10 +39,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import (
-    OptunaSweeperImpl,
-    create_params_from_overrides,
-)
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import Trial
@@ -54,7 +51,7 @@ from mnist_sweep.search import report, workers
 from mnist_sweep.search.objective import FINISHED, Throughput, TrialFailed, TrialJobs, taken
 from mnist_sweep.search.pruning import build_pruner
 from mnist_sweep.search.samplers import bind_grid
-from mnist_sweep.search.space import check_space
+from mnist_sweep.search.space import check_space, parse_space
 from mnist_sweep.search.starting_points import enqueue_starting_points, promoted
 from mnist_sweep.search.storage import display_url, open_storage
 from mnist_sweep.track import check_store
@@ -217,11 +214,10 @@ class MnistSweeper(OptunaSweeperImpl):
 
     def _parse_space(self, arguments: list[str]) -> tuple[dict, dict, list]:
         self._process_searchspace_config()
-        distributions, fixed_params, fixed_overrides = create_params_from_overrides(
-            self._parse_sweeper_params_config() + list(arguments)
+        # The command line wins over the preset's params, key by key.
+        distributions, fixed_params, fixed_overrides = parse_space(
+            self._parse_sweeper_params_config(), arguments
         )
-        for name in fixed_params:
-            distributions.pop(name, None)
         try:
             check_space(self.config, distributions, fixed_params)
         except ConfigError as e:
