@@ -165,7 +165,8 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "b", on_epoch_end=crash_after_epoch_2)
     interrupted = RunRecord.load(tmp_path / "b")
-    assert interrupted.status is RunStatus.FAILED and len(interrupted.epochs) == 2
+    assert interrupted.status is RunStatus.INTERRUPTED and len(interrupted.epochs) == 2
+    assert interrupted.signal == "SIGINT"  # what raises a KeyboardInterrupt
     cfg.trainer.resume = True
     resumed = train(cfg, tmp_path / "b")
     assert resumed["status"] == RunStatus.COMPLETED

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import TrialPruned
 
+from mnist_sweep.errors import interruption, sigterm_interrupts
 from mnist_sweep.run import checkpoint, record
 from mnist_sweep.run.build import Run, TrainingSetup, build, build_setup, cpu_threads
 from mnist_sweep.run.fit import fit
@@ -60,7 +61,9 @@ def train(
     """Train per the composed config, filling the run folder; returns what metrics.json holds.
     `labels` say which sweep and trial the run belongs to, for the tracker."""
     validate(cfg)  # every key in range before anything is loaded or written
-    with cpu_threads(cfg.trainer.get("threads")):
+    # SIGTERM (timeout, SLURM, Kubernetes, docker stop) ends the run as Ctrl-C does, here
+    # and in a sweep's worker processes alike.
+    with cpu_threads(cfg.trainer.get("threads")), sigterm_interrupts():
         return _train(cfg, Path(run_dir), on_epoch_end, labels)
 
 
@@ -88,8 +91,8 @@ def _train(
     # Before the run is on record: a store that cannot be reached stops it here.
     tracker = open_tracker(logger_cfg, resolved, run_dir, metrics, labels)
 
-    def save(status: RunStatus, error: str | None = None) -> None:
-        metrics.status, metrics.error = status, error
+    def save(status: RunStatus, error: str | None = None, signal: str | None = None) -> None:
+        metrics.status, metrics.error, metrics.signal = status, error, signal
         metrics.wall_seconds = round(time.perf_counter() - started, 3)
         metrics.save(run_dir)
 
@@ -119,7 +122,12 @@ def _train(
     except TrialPruned:
         save(RunStatus.PRUNED, f"pruned after epoch {len(metrics.epochs)}")
         raise
-    except BaseException as e:  # KeyboardInterrupt too: the history so far must survive
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM: the history so far is kept
+        name = interruption(e).signal_name
+        reason = f"interrupted by {name} after epoch {len(metrics.epochs)}"
+        save(RunStatus.INTERRUPTED, reason, name)
+        raise
+    except BaseException as e:  # the history so far must survive any failure
         save(RunStatus.FAILED, str(e) or type(e).__name__)
         raise
     else:

@@ -44,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import Trial
 
-from mnist_sweep.errors import ConfigError, UserError, exit_on_user_error, fail
+from mnist_sweep.errors import ConfigError, UserError, exit_on_user_error, fail, interruption
 from mnist_sweep.run import record
 from mnist_sweep.schema.sweeper import Goal, validate_sweeper
 from mnist_sweep.search import report, workers
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 
 SAMPLER_TARGETS = ["hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"]
 THROUGHPUT = "throughput.json"
-INTERRUPTED = "interrupted: finished results are kept; re-run the same command to continue"
 DIRECTIONS = {
     Goal.SMALLEST: [StudyDirection.MINIMIZE],
     Goal.ACCURACY: [StudyDirection.MAXIMIZE],
@@ -316,9 +315,10 @@ class MnistSweeper(OptunaSweeperImpl):
                     break
                 # Other workers' trials may still fail and be owed again: keep watch.
                 time.sleep(min(self.settings.heartbeat_interval, 5))
-        except KeyboardInterrupt:
-            for number in jobs.running():  # trials of worker threads Ctrl-C did not reach
-                workers.fail_running(study, number, "interrupted (Ctrl-C)")
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (__main__ raises it as Ctrl-C)
+            stop = interruption(e)
+            for number in jobs.running():  # trials of worker threads the signal did not reach
+                workers.fail_running(study, number, f"interrupted by {stop.signal_name}")
             report.write(study, sweep_dir, target)
             self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
             log.error(
@@ -327,7 +327,7 @@ class MnistSweeper(OptunaSweeperImpl):
                 study.study_name,
             )
             if n_workers > 1:
-                workers.exit_abandoning_jobs(130, INTERRUPTED)
+                workers.exit_abandoning_jobs(stop.exit_status, stop.line())
             raise
         self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
         winner = report.write(study, sweep_dir, target)
