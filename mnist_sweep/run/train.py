@@ -81,7 +81,8 @@ def _train(
     # Where a run is tracked changes nothing it computes, so resuming may change it,
     # and a tracking URL's password stays out of checkpoint.pt.
     logger_cfg = resolved.pop("logger", None)
-    saved = checkpoint.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
+    resume = cfg.trainer.get("resume") or checkpoint.requeued(run_dir)
+    saved = checkpoint.load_resumable(run_dir, resolved) if resume else None
     if saved is not None and saved.resume is not None:  # the history so far, and its time
         before = saved.resume.metrics
         for row in before.epochs:
@@ -126,6 +127,9 @@ def _train(
         name = interruption(e).signal_name
         reason = f"interrupted by {name} after epoch {len(metrics.epochs)}"
         save(RunStatus.INTERRUPTED, reason, name)
+        raise
+    except SystemExit as e:  # a signal handler's exit: submitit's, requeueing a preempted job
+        save(RunStatus.INTERRUPTED, f"exited ({e.code}) after epoch {len(metrics.epochs)}")
         raise
     except BaseException as e:  # the history so far must survive any failure
         save(RunStatus.FAILED, str(e) or type(e).__name__)
