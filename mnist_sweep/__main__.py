@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Any
 
@@ -11,7 +13,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_sweep.config import CONF_DIR, check_group_choices
-from mnist_sweep.errors import UserError, fail, out_of_memory
+from mnist_sweep.errors import (
+    Interrupted,
+    UserError,
+    fail,
+    interruption,
+    out_of_memory,
+    sigterm_interrupts,
+)
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.search.pruning import trial_reporter
@@ -61,6 +70,18 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
             labels=run_labels(hydra_cfg),
         )
         return objective_values(metrics, cfg.get("optimized_metric"))
+    except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (main)
+        if hydra_cfg.mode != RunMode.RUN:
+            if os.getpid() != _command_pid:
+                # A job in a launcher's worker process (joblib's), which its sweep stops
+                # with SIGTERM: its record is written, so end as the signal asked. Raised,
+                # the stop would only reach the pool, which keeps the worker alive.
+                logging.shutdown()
+                os._exit(interruption(e).exit_status)
+            raise  # the sweeper ends the sweep
+        run_dir = hydra_cfg.runtime.output_dir
+        resume = f"to continue, add trainer.resume=true hydra.run.dir={run_dir}"
+        raise Interrupted(interruption(e).signum, resume) from None
     except (UserError, MemoryError, RuntimeError) as e:
         error = e if isinstance(e, UserError) else out_of_memory(e)
         if error is None:
@@ -70,20 +91,24 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
         fail(str(error))
 
 
+_command_pid: int | None = None  # the process main() runs in, where a sweeper runs its loop
+
+
 def main() -> None:
+    global _command_pid
+    _command_pid = os.getpid()
     try:
         check_group_choices([a for a in sys.argv[1:] if not a.startswith("-")])
     except UserError as e:
         fail(str(e))
     try:
-        task()
-    except KeyboardInterrupt:
+        with sigterm_interrupts():  # SIGTERM stops a run or a sweep as Ctrl-C does
+            task()
+    except KeyboardInterrupt as e:
         # Finished epochs and trials are already on disk; say so instead of a traceback.
-        print(
-            "interrupted: finished results are kept; re-run the same command to continue",
-            file=sys.stderr,
-        )
-        raise SystemExit(130) from None
+        stop = interruption(e)
+        print(stop.line(), file=sys.stderr)
+        raise SystemExit(stop.exit_status) from None
 
 
 if __name__ == "__main__":

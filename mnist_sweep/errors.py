@@ -9,7 +9,9 @@ or `fail` where nothing can be raised to a boundary) prints its message as
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -118,3 +120,66 @@ def exit_on_user_error() -> Iterator[None]:
         yield
     except UserError as e:
         fail(str(e))
+
+
+# --- signals that stop a run -----------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by a signal: SIGINT (Ctrl-C) or SIGTERM (`timeout`, `kill`, SLURM
+    preemption, Kubernetes, `docker stop`). A KeyboardInterrupt, so that every path that
+    ends a run or a sweep cleanly on Ctrl-C ends it cleanly on SIGTERM too."""
+
+    def __init__(self, signum: int = signal.SIGINT, continue_with: str | None = None) -> None:
+        self.signum = int(signum)
+        # How to pick up where it stopped: a sweep continues by being run again.
+        self.continue_with = continue_with or "re-run the same command to continue"
+        super().__init__(self.signal_name)
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status for a process ended by this signal: 130 for SIGINT, 143 for
+        SIGTERM."""
+        return 128 + self.signum
+
+    def line(self) -> str:
+        """The one line a command stopped by this signal prints on stderr."""
+        return f"interrupted by {self.signal_name}: finished results are kept; {self.continue_with}"
+
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        return type(self), (self.signum, self.continue_with)
+
+
+def interruption(error: BaseException) -> Interrupted:
+    """The Interrupted a KeyboardInterrupt stands for: Python raises a plain one on SIGINT."""
+    return error if isinstance(error, Interrupted) else Interrupted(signal.SIGINT)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    # One graceful stop: a second SIGTERM while the first is being handled ends the
+    # process at once, as one would expect from repeating it.
+    signal.signal(signum, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises Interrupted in the main thread as Ctrl-C raises
+    KeyboardInterrupt. Left alone where it cannot work (another thread) and where someone
+    else handles SIGTERM already (submitit's job bypasses it and checkpoints on USR2)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:  # ours already (an enclosing block), or another's
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -185,6 +185,34 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     assert without_timings(final) == without_timings(expected)
 
 
+def test_sigterm_ends_a_run_with_one_line_keeping_its_last_checkpoint(tmp_path):
+    # SIGTERM is what `timeout`, SLURM preemption, Kubernetes and `docker stop` send.
+    run_dir = tmp_path / "outputs" / "stopped"
+    args = ["model=tiny", "data.train_subset=1000", "trainer.epochs=50", "trainer.device=cpu"]
+    run = start_cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+
+    def one_epoch_checkpointed() -> bool:
+        return record.load_checkpoint(run_dir).epoch >= 1
+
+    try:
+        wait_until(one_epoch_checkpointed, "epoch 1", alive=lambda: run.poll() is None)
+    finally:
+        run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 143  # 128 + SIGTERM, as a shell reports a process it ended
+    (line,) = err.strip().splitlines()
+    assert line == (
+        "interrupted by SIGTERM: finished results are kept; "
+        f"to continue, add trainer.resume=true hydra.run.dir={run_dir}"
+    )
+    stopped = RunRecord.load(run_dir)
+    assert stopped.status is RunStatus.INTERRUPTED and stopped.signal == "SIGTERM"
+    assert stopped.error == f"interrupted by SIGTERM after epoch {len(stopped.epochs)}"
+    assert 1 <= len(stopped.epochs) < 50
+    assert record.load_checkpoint(run_dir).epoch == len(stopped.epochs)  # the last one kept
+    assert not stopped.still_running(run_dir)
+
+
 @pytest.mark.slow
 def test_a_misspelt_option_is_one_line_naming_the_choices(tmp_path):
     result = run_cli("experiment=smalest", cwd=tmp_path)

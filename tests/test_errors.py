@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
+import signal
 
 import pytest
 
 from mnist_sweep.errors import (
+    Interrupted,
     OutOfMemory,
     UserError,
     cannot_write,
     exit_on_user_error,
     fail,
     first_line,
+    interruption,
     out_of_memory,
+    sigterm_interrupts,
 )
 
 
@@ -52,3 +57,28 @@ def test_the_boundary_prints_one_line_and_exits_1(capsys):
     assert capsys.readouterr().err == "error: no study 'x'\n"
     with pytest.raises(KeyError), exit_on_user_error():  # not the user's: a traceback
         raise KeyError("bug")
+
+
+def test_sigterm_raises_interrupted_within_the_block_only():
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(Interrupted) as stop, sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert isinstance(stop.value, KeyboardInterrupt)  # every Ctrl-C path serves it
+    assert (stop.value.signal_name, stop.value.exit_status) == ("SIGTERM", 143)
+    assert pickle.loads(pickle.dumps(stop.value)).signum == signal.SIGTERM  # crosses processes
+    assert interruption(KeyboardInterrupt()).signal_name == "SIGINT"  # Python's own Ctrl-C
+    assert interruption(KeyboardInterrupt()).exit_status == 130
+
+
+def test_a_sigterm_handler_someone_else_set_is_left_alone():
+    # A submitit job ignores SIGTERM, checkpointing on SIGUSR2 instead.
+    def bypass(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, bypass)
+    try:
+        with sigterm_interrupts():
+            assert signal.getsignal(signal.SIGTERM) is bypass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

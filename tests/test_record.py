@@ -43,8 +43,19 @@ def _with_validation(metrics: RunRecord) -> RunRecord:
 
 
 def test_status_values_are_the_words_on_disk():
-    assert [s.value for s in RunStatus] == ["running", "completed", "pruned", "failed"]
+    words = ["running", "completed", "pruned", "failed", "interrupted"]
+    assert [s.value for s in RunStatus] == words
     assert RunStatus.COMPLETED == "completed" and str(RunStatus.FAILED) == "failed"
+
+
+def test_an_interrupted_record_names_its_signal_and_others_leave_the_key_out(tmp_path):
+    assert "signal" not in make_record([98.0]).to_dict()
+    stopped = make_record([98.0], status=RunStatus.INTERRUPTED, error="interrupted by SIGTERM")
+    stopped.signal = "SIGTERM"
+    stopped.save(tmp_path)
+    loaded = RunRecord.load(tmp_path)
+    assert (loaded.status, loaded.signal) == (RunStatus.INTERRUPTED, "SIGTERM")
+    assert not loaded.still_running(tmp_path)
 
 
 @pytest.mark.parametrize("validation", [False, True])
@@ -122,7 +133,8 @@ def test_a_status_outside_the_enum_is_refused(tmp_path):
     data["status"] = "killed"
     (tmp_path / record.METRICS).write_text(json.dumps(data))
     message = _refusal(tmp_path)
-    assert "unknown status 'killed' (expected running, completed, pruned, failed)" in message
+    expected = "expected running, completed, pruned, failed, interrupted"
+    assert f"unknown status 'killed' ({expected})" in message
 
 
 def test_the_error_survives_a_trip_between_processes(tmp_path):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from mnist_sweep.config import compose_config
 from mnist_sweep.errors import ConfigError
 from mnist_sweep.schema.sweeper import Sweeper, validate_sweeper
-from mnist_sweep.search.space import check_space
+from mnist_sweep.search.space import check_space, parse_space
 
 # The architecture searches (accuracy tunes a fixed net's recipe; its own sweep test runs it).
 PRESETS = ["smallest", "screen", "holds", "floor", "floor_distilled"]
@@ -22,10 +22,29 @@ def _check(preset: str, *changes: str) -> None:
     """check_space as the sweeper calls it, on `preset`'s params with `changes` on top."""
     config = compose_config([f"hparams_search={preset}"], return_hydra_config=True)
     params = [f"{k}={v}" for k, v in config.hydra.sweeper.params.items()]
-    distributions, fixed, _ = create_params_from_overrides([*params, *changes])
-    for name in fixed:
-        distributions.pop(name, None)
+    distributions, fixed, _ = parse_space(params, changes)
     check_space(config, distributions, fixed)
+
+
+def _preset_params(preset: str) -> list[str]:
+    config = compose_config([f"hparams_search={preset}"], return_hydra_config=True)
+    return [f"{k}={v}" for k, v in config.hydra.sweeper.params.items()]
+
+
+def test_the_command_line_replaces_the_presets_entry_for_its_key():
+    params = _preset_params("smallest")
+    assert "trainer.epochs=15" in params and "model.w1=range(3, 9)" in params
+    swept, fixed, _ = parse_space(
+        params, ["trainer.epochs=choice(1,2)", "model.w1=5", "+model.w2=range(2,4)"]
+    )
+    # A range where the preset fixes a value, a value where it sweeps, and with a prefix.
+    assert swept["trainer.epochs"] == CategoricalDistribution([1, 2])
+    assert "trainer.epochs" not in fixed
+    assert fixed["model.w1"] == "5" and "model.w1" not in swept
+    assert swept["+model.w2"] == IntDistribution(2, 3) and "model.w2" not in swept
+    # Every other entry of the preset stands.
+    assert fixed["model"] == "three_blocks" and fixed["model.pad3"] == "1"
+    assert swept["model.w3"] == IntDistribution(4, 16)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -345,6 +347,20 @@ def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_command_line_sweep_of_a_key_the_preset_fixes_is_what_the_trials_run(tmp_path):
+    # hparams_search=smallest fixes trainer.epochs: 15; the command line sweeps it.
+    sweep = [a for a in SWEEP if not a.startswith("trainer.epochs=")]
+    result = run_cli(*sweep, "trainer.epochs=choice(1,2)", "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for trial in _study(tmp_path).trials:
+        epochs = trial.params["trainer.epochs"]
+        assert epochs in (1, 2)
+        run_dir = tmp_path / trial.user_attrs["run_dir"]
+        assert f"trainer.epochs={epochs}" in record.load_overrides(run_dir)
+        assert RunRecord.load(run_dir).epochs_planned == epochs
+
+
+@pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = [a for a in SWEEP if not a.startswith("optimizer.lr=")]  # lr becomes a dimension
     # Starting trials make the order certain: one that diverges, then three that do not.
@@ -398,10 +414,76 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
     trials = _study(tmp_path).trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     (stopped,) = [t for t in trials if t.state == TrialState.FAIL]
-    assert stopped.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    assert stopped.user_attrs["fail_reason"] == "interrupted by SIGINT"
     assert any(t.state == TrialState.COMPLETE for t in trials)
     metrics = RunRecord.load(tmp_path / stopped.user_attrs["run_dir"])
-    assert metrics.status is RunStatus.FAILED  # written by the trial's own process
+    # Written by the trial's own process.
+    assert metrics.status is RunStatus.INTERRUPTED and metrics.signal == "SIGINT"
+
+
+def _training(cwd: Path, n: int = 1) -> bool:
+    """At least `n` trials mid-training: an epoch reported, many still to go."""
+    trials = _study(cwd).trials
+    return sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in trials) >= n
+
+
+def _interrupted_by_sigterm(cwd: Path, trial) -> bool:
+    metrics = RunRecord.load(cwd / trial.user_attrs["run_dir"])
+    return metrics.status is RunStatus.INTERRUPTED and metrics.signal == "SIGTERM"
+
+
+# Trials long enough that SIGTERM lands mid-training: 20 epochs of 500 images.
+LONG_TRIALS = ["trainer.epochs=20", "hydra.sweeper.n_trials=4", "hydra/sweeper/pruner=none"]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_sweep_like_ctrl_c_with_its_report(tmp_path):
+    run = start_cli(*SWEEP, *LONG_TRIALS, cwd=tmp_path)
+    try:
+        wait_until(lambda: _training(tmp_path), "a trial mid-way", alive=lambda: run.poll() is None)
+    finally:
+        run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 143
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGTERM: finished results are kept; re-run the same command to continue"
+    )
+    trials = _study(tmp_path).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    (stopped,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped.user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    assert _interrupted_by_sigterm(tmp_path, stopped)
+    assert record.load_checkpoint(tmp_path / stopped.user_attrs["run_dir"]).epoch >= 1
+    assert (sweep_folder(tmp_path) / "winner.json").is_file()  # the report
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_two_worker_sweep_and_its_workers_record_it(tmp_path):
+    two = ["hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    run = start_cli(*SWEEP, *LONG_TRIALS, *two, cwd=tmp_path)
+    try:
+        try:
+            mid_way = functools.partial(_training, tmp_path, 2)
+            wait_until(mid_way, "two trials mid-way", alive=lambda: run.poll() is None)
+        finally:
+            run.send_signal(signal.SIGTERM)  # the sweep's process only: it stops its workers
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 143
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith("interrupted by SIGTERM")
+        trials = _study(tmp_path).trials
+        stopped = [t for t in trials if t.state == TrialState.FAIL]
+        assert len(stopped) == 2 and not [t for t in trials if t.state == TrialState.RUNNING]
+        assert {t.user_attrs["fail_reason"] for t in stopped} == {"interrupted by SIGTERM"}
+        assert (sweep_folder(tmp_path) / "winner.json").is_file()
+        # Each worker process records its own run's end, just after the sweep has gone.
+        for trial in stopped:
+            recorded = functools.partial(_interrupted_by_sigterm, tmp_path, trial)
+            wait_until(recorded, f"trial {trial.number}'s record", alive=lambda: True, timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)  # no worker outlives the test
 
 
 @pytest.mark.slow

@@ -166,7 +166,8 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "b", on_epoch_end=crash_after_epoch_2)
     interrupted = RunRecord.load(tmp_path / "b")
-    assert interrupted.status is RunStatus.FAILED and len(interrupted.epochs) == 2
+    assert interrupted.status is RunStatus.INTERRUPTED and len(interrupted.epochs) == 2
+    assert interrupted.signal == "SIGINT"  # what raises a KeyboardInterrupt
     cfg.trainer.resume = True
     resumed = train(cfg, tmp_path / "b")
     assert resumed["status"] == RunStatus.COMPLETED
@@ -317,6 +318,24 @@ def test_fit_trains_the_epochs_asked_and_hands_each_callback_its_figures(quick_c
     test_x, test_y = run.data.test_x, run.data.test_y
     assert (row.test_loss, row.test_acc) == evaluate(run.model, test_x, test_y, 128)
     assert (row.val_loss, row.val_acc) == evaluate(run.model, run.data.val_x, run.data.val_y, 128)
+
+
+def test_a_requeued_slurm_job_resumes_its_run_from_the_last_checkpoint(
+    quick_cfg, tmp_path, monkeypatch
+):
+    # As submitit ends a preempted job once it has requeued it: SystemExit from its handler.
+    cfg = quick_cfg("model=tiny", **{"data.train_subset": 500, "trainer.epochs": 2})
+
+    def preempted_after_epoch_1(metrics: dict) -> None:
+        raise SystemExit(-1)
+
+    with pytest.raises(SystemExit):
+        train(cfg, tmp_path, on_epoch_end=preempted_after_epoch_1)
+    stopped = RunRecord.load(tmp_path)
+    assert stopped.status is RunStatus.INTERRUPTED and len(stopped.epochs) == 1
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM's count in the requeued job
+    resumed = train(cfg, tmp_path)  # the same command line: trainer.resume is off
+    assert resumed["status"] == RunStatus.COMPLETED and resumed["resumed_after_epoch"] == 1
 
 
 def test_a_callback_that_raises_stops_fit(quick_cfg):

@@ -11,7 +11,15 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist_sweep.compare.runs import RunRow, override_value
-from mnist_sweep.compare.verdict import BELOW, FAILED, INCOMPLETE, MET, PRUNED, RUNNING
+from mnist_sweep.compare.verdict import (
+    BELOW,
+    FAILED,
+    INCOMPLETE,
+    INTERRUPTED,
+    MET,
+    PRUNED,
+    RUNNING,
+)
 
 NUMERIC = ("params", "test acc", "best-epoch acc", "epochs", "wall")  # right-aligned columns
 
@@ -122,7 +130,7 @@ def render_table(rows: Sequence[RunRow], keys: Sequence[str], width: int) -> lis
         table.add_column(wrapped[i], justify=justify, no_wrap=True)
     styles = {
         MET: "green", BELOW: "yellow", PRUNED: "dim", FAILED: "red",
-        RUNNING: "cyan", INCOMPLETE: "magenta",
+        INTERRUPTED: "magenta", RUNNING: "cyan", INCOMPLETE: "magenta",
     }  # fmt: skip
     for row, line in zip(rows, cells, strict=True):
         # Text, not markup: a value such as [8,16] is not a style.

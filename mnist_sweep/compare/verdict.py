@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 MET, BELOW = "target met", "below target"
 PRUNED, FAILED, RUNNING = RunStatus.PRUNED.value, RunStatus.FAILED.value, RunStatus.RUNNING.value
+INTERRUPTED = RunStatus.INTERRUPTED.value  # stopped by SIGINT or SIGTERM; resumable
 INCOMPLETE = "incomplete"
-STATUSES = (MET, BELOW, PRUNED, FAILED, RUNNING, INCOMPLETE)
+STATUSES = (MET, BELOW, PRUNED, FAILED, INTERRUPTED, RUNNING, INCOMPLETE)
 
 
 def classify(row: RunRow, target: float | None) -> str:
@@ -30,7 +31,7 @@ def classify(row: RunRow, target: float | None) -> str:
             return RUNNING
         return FAILED if row.reason else INCOMPLETE  # killed
     if row.record_status is not RunStatus.COMPLETED:
-        return row.record_status.value  # pruned or failed
+        return row.record_status.value  # pruned, failed or interrupted
     if row.test_acc is None:
         return INCOMPLETE
     goal = target if target is not None else row.target_acc

@@ -10,6 +10,7 @@ torch objects of a `Run`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,18 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in tree.items():
         flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
+
+
+def requeued(run_dir: Path) -> bool:
+    """Whether to resume this run folder although trainer.resume is off: this is a SLURM
+    job requeued after preemption or timeout, and its earlier attempt left a checkpoint.
+
+    On SLURM's preemption (or timeout) signal, submitit asks Hydra's submitit launcher for
+    its `checkpoint()`, which requeues the job with its very command line; SLURM counts the
+    restarts in SLURM_RESTART_COUNT. The same command in the same folder is this run.
+    """
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return restarts.isdigit() and int(restarts) > 0 and (run_dir / record.CHECKPOINT).is_file()
 
 
 def load_resumable(run_dir: Path, config: dict[str, Any]) -> record.Checkpoint:

@@ -72,6 +72,9 @@ class RunStatus(str, enum.Enum):
     COMPLETED = "completed"
     PRUNED = "pruned"
     FAILED = "failed"
+    # Stopped by a signal (SIGINT, SIGTERM: the record's "signal"); its finished epochs
+    # and last checkpoint are kept, and trainer.resume=true continues it.
+    INTERRUPTED = "interrupted"
 
     def __str__(self) -> str:
         return self.value
@@ -256,7 +259,8 @@ class RunRecord(FileFormat):
     pid: Annotated[int | None, LATER] = None
     wall_seconds: float = 0.0
     train_seconds: float = 0.0
-    error: str | None = None  # why it failed or was pruned
+    error: str | None = None  # why it failed, was pruned or interrupted
+    signal: Annotated[str | None, IF_SET] = None  # the signal that interrupted it: "SIGTERM"
     epochs: list[EpochRow] = []
     resumed_after_epoch: Annotated[int | None, IF_SET] = None  # only for a resumed run
 

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import TrialPruned
 
+from mnist_sweep.errors import interruption, sigterm_interrupts
 from mnist_sweep.run import checkpoint, record
 from mnist_sweep.run.build import Run, TrainingSetup, build, build_setup, cpu_threads
 from mnist_sweep.run.fit import fit
@@ -60,7 +61,9 @@ def train(
     """Train per the composed config, filling the run folder; returns what metrics.json holds.
     `labels` say which sweep and trial the run belongs to, for the tracker."""
     validate(cfg)  # every key in range before anything is loaded or written
-    with cpu_threads(cfg.trainer.get("threads")):
+    # SIGTERM (timeout, SLURM, Kubernetes, docker stop) ends the run as Ctrl-C does, here
+    # and in a sweep's worker processes alike.
+    with cpu_threads(cfg.trainer.get("threads")), sigterm_interrupts():
         return _train(cfg, Path(run_dir), on_epoch_end, labels)
 
 
@@ -78,7 +81,8 @@ def _train(
     # Where a run is tracked changes nothing it computes, so resuming may change it,
     # and a tracking URL's password stays out of checkpoint.pt.
     logger_cfg = resolved.pop("logger", None)
-    saved = checkpoint.load_resumable(run_dir, resolved) if cfg.trainer.get("resume") else None
+    resume = cfg.trainer.get("resume") or checkpoint.requeued(run_dir)
+    saved = checkpoint.load_resumable(run_dir, resolved) if resume else None
     if saved is not None and saved.resume is not None:  # the history so far, and its time
         before = saved.resume.metrics
         for row in before.epochs:
@@ -88,8 +92,8 @@ def _train(
     # Before the run is on record: a store that cannot be reached stops it here.
     tracker = open_tracker(logger_cfg, resolved, run_dir, metrics, labels)
 
-    def save(status: RunStatus, error: str | None = None) -> None:
-        metrics.status, metrics.error = status, error
+    def save(status: RunStatus, error: str | None = None, signal: str | None = None) -> None:
+        metrics.status, metrics.error, metrics.signal = status, error, signal
         metrics.wall_seconds = round(time.perf_counter() - started, 3)
         metrics.save(run_dir)
 
@@ -119,7 +123,15 @@ def _train(
     except TrialPruned:
         save(RunStatus.PRUNED, f"pruned after epoch {len(metrics.epochs)}")
         raise
-    except BaseException as e:  # KeyboardInterrupt too: the history so far must survive
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM: the history so far is kept
+        name = interruption(e).signal_name
+        reason = f"interrupted by {name} after epoch {len(metrics.epochs)}"
+        save(RunStatus.INTERRUPTED, reason, name)
+        raise
+    except SystemExit as e:  # a signal handler's exit: submitit's, requeueing a preempted job
+        save(RunStatus.INTERRUPTED, f"exited ({e.code}) after epoch {len(metrics.epochs)}")
+        raise
+    except BaseException as e:  # the history so far must survive any failure
         save(RunStatus.FAILED, str(e) or type(e).__name__)
         raise
     else:

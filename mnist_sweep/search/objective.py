@@ -26,7 +26,7 @@ from hydra.plugins.launcher import Launcher
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from mnist_sweep.errors import first_line
+from mnist_sweep.errors import first_line, interruption
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord
 from mnist_sweep.schema.sweeper import Goal, Sweeper
@@ -180,8 +180,8 @@ class TrialJobs:
             seeds = self._run(trial, [([*overrides, link], subdir)])
             while self._wants_another(trial, seeds):
                 seeds += self._next_seeds(trial, overrides, subdir, seeds)
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+        except KeyboardInterrupt as e:  # SIGINT, or SIGTERM: Optuna records the trial failed
+            trial.set_user_attr("fail_reason", f"interrupted by {interruption(e).signal_name}")
             raise
         finally:
             self.throughput.add_trial()

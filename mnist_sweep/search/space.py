@@ -10,10 +10,11 @@ a group choice swaps a whole subtree that only Hydra can compose.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import (
     BaseDistribution,
@@ -24,6 +25,32 @@ from optuna.distributions import (
 
 from mnist_sweep.errors import ConfigError
 from mnist_sweep.schema import validate
+
+
+def parse_space(
+    preset: Sequence[str], command_line: Sequence[str]
+) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
+    """The sweep's space: swept dimensions, fixed values and deletions, from the preset's
+    `hydra.sweeper.params` and the command line's overrides.
+
+    A key the command line names replaces whatever the preset says for it, fixed value or
+    range: `'trainer.epochs=choice(1,2)'` sweeps a key the preset fixes, and
+    `model.w1=5` fixes one it sweeps. (Parsed as one list, as the stock plugin does, a
+    fixed value would win over any range, wherever it came from.)
+    """
+    swept, fixed, deleted = create_params_from_overrides(list(preset))
+    cl_swept, cl_fixed, cl_deleted = create_params_from_overrides(list(command_line))
+    named = {_bare(key) for key in (*cl_swept, *cl_fixed)}
+    swept = {k: v for k, v in swept.items() if _bare(k) not in named} | cl_swept
+    fixed = {k: v for k, v in fixed.items() if _bare(k) not in named} | cl_fixed
+    for name in fixed:  # the same key given twice on one side: its fixed value wins
+        swept.pop(name, None)
+    return swept, fixed, [*deleted, *cl_deleted]
+
+
+def _bare(key: str) -> str:
+    """A key without its override prefix: `+model.w1` and `model.w1` name one dimension."""
+    return key.lstrip("+~")
 
 
 def _values(distribution: BaseDistribution) -> Iterable[Any]:

@@ -39,22 +39,19 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import (
-    OptunaSweeperImpl,
-    create_params_from_overrides,
-)
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import Trial
 
-from mnist_sweep.errors import ConfigError, UserError, exit_on_user_error, fail
+from mnist_sweep.errors import ConfigError, UserError, exit_on_user_error, fail, interruption
 from mnist_sweep.run import record
 from mnist_sweep.schema.sweeper import Goal, validate_sweeper
 from mnist_sweep.search import report, workers
 from mnist_sweep.search.objective import FINISHED, Throughput, TrialFailed, TrialJobs, taken
 from mnist_sweep.search.pruning import build_pruner
 from mnist_sweep.search.samplers import bind_grid
-from mnist_sweep.search.space import check_space
+from mnist_sweep.search.space import check_space, parse_space
 from mnist_sweep.search.starting_points import enqueue_starting_points, promoted
 from mnist_sweep.search.storage import display_url, open_storage
 from mnist_sweep.track import check_store
@@ -63,7 +60,6 @@ log = logging.getLogger(__name__)
 
 SAMPLER_TARGETS = ["hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"]
 THROUGHPUT = "throughput.json"
-INTERRUPTED = "interrupted: finished results are kept; re-run the same command to continue"
 DIRECTIONS = {
     Goal.SMALLEST: [StudyDirection.MINIMIZE],
     Goal.ACCURACY: [StudyDirection.MAXIMIZE],
@@ -217,11 +213,10 @@ class MnistSweeper(OptunaSweeperImpl):
 
     def _parse_space(self, arguments: list[str]) -> tuple[dict, dict, list]:
         self._process_searchspace_config()
-        distributions, fixed_params, fixed_overrides = create_params_from_overrides(
-            self._parse_sweeper_params_config() + list(arguments)
+        # The command line wins over the preset's params, key by key.
+        distributions, fixed_params, fixed_overrides = parse_space(
+            self._parse_sweeper_params_config(), arguments
         )
-        for name in fixed_params:
-            distributions.pop(name, None)
         try:
             check_space(self.config, distributions, fixed_params)
         except ConfigError as e:
@@ -329,9 +324,10 @@ class MnistSweeper(OptunaSweeperImpl):
                     break
                 # Other workers' trials may still fail and be owed again: keep watch.
                 time.sleep(min(self.settings.heartbeat_interval, 5))
-        except KeyboardInterrupt:
-            for number in jobs.running():  # trials of worker threads Ctrl-C did not reach
-                workers.fail_running(study, number, "interrupted (Ctrl-C)")
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (__main__ raises it as Ctrl-C)
+            stop = interruption(e)
+            for number in jobs.running():  # trials of worker threads the signal did not reach
+                workers.fail_running(study, number, f"interrupted by {stop.signal_name}")
             report.write(study, sweep_dir, target)
             self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
             log.error(
@@ -340,7 +336,7 @@ class MnistSweeper(OptunaSweeperImpl):
                 study.study_name,
             )
             if n_workers > 1:
-                workers.exit_abandoning_jobs(130, INTERRUPTED)
+                workers.exit_abandoning_jobs(stop.exit_status, stop.line())
             raise
         self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
         winner = report.write(study, sweep_dir, target)

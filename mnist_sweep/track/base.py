@@ -67,6 +67,7 @@ TRIAL_STATE = {
     RunStatus.COMPLETED: "COMPLETE",
     RunStatus.PRUNED: "PRUNED",
     RunStatus.FAILED: "FAIL",
+    RunStatus.INTERRUPTED: "FAIL",  # the sweep tells Optuna so, with the signal as reason
     RunStatus.RUNNING: "RUNNING",
 }
 

@@ -32,7 +32,12 @@ DEFAULT_EXPERIMENT = "mnist_sweep"  # a run outside a sweep, unless logger.exper
 DATABASE = "mlflow.db"  # in a folder store
 ARTIFACTS = "artifacts"  # beside the database of a folder or SQLite store
 SETTING = "logger.tracking_uri (or MLFLOW_TRACKING_URI)"
-STATUS = {RunStatus.COMPLETED: "FINISHED", RunStatus.PRUNED: "KILLED", RunStatus.FAILED: "FAILED"}
+STATUS = {
+    RunStatus.COMPLETED: "FINISHED",
+    RunStatus.PRUNED: "KILLED",
+    RunStatus.FAILED: "FAILED",
+    RunStatus.INTERRUPTED: "KILLED",
+}
 BATCH = 100  # params per log_batch call: MLflow's limit
 
 # MLflow retries a request to a server 7 times with exponential backoff, which

@@ -76,6 +76,8 @@ def _session_end(status: RunStatus) -> Any:
     # HParams has no "stopped early"; a pruned run's shorter life shows in final/epochs.
     ended_well = status in (RunStatus.COMPLETED, RunStatus.PRUNED)
     code = api_pb2.STATUS_SUCCESS if ended_well else api_pb2.STATUS_FAILURE
+    if status is RunStatus.INTERRUPTED:  # stopped by a signal, not by a fault of its own
+        code = api_pb2.STATUS_ABORTED
     content = HParamsPluginData(
         session_end_info=SessionEndInfo(status=code, end_time_secs=time.time()),
         version=metadata.PLUGIN_DATA_VERSION,
