@@ -1,7 +1,7 @@
-"""The sweep's report, read from the study itself: winner.json, the Pareto front, every
-trial as trials.csv, the plots researchers look at (optimisation history, parameter
-importances, per-epoch accuracy of every trial) and Hydra's own
-optimization_results.yaml, all in the sweep folder.
+"""The sweep's report, read from the study itself: winner.json and Hydra's own
+optimization_results.yaml (search/winner.py), then the CSVs (the Pareto front, every
+trial as trials.csv) and the plots researchers look at (the front, optimisation history,
+parameter importances, per-epoch accuracy of every trial), all in the sweep folder.
 
 `python -m mnist_sweep.search.report --study NAME [--storage URL]` writes it again for any
 study, also one that is still running or was interrupted.
@@ -18,18 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import OmegaConf
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep import plots
 from mnist_sweep.errors import UserError, exit_on_user_error
 from mnist_sweep.errors import report as report_error
 from mnist_sweep.run import record
-from mnist_sweep.schema.sweeper import Goal
-from mnist_sweep.search.pruning import is_feasible, reported_accuracy, selection_split
+from mnist_sweep.search.pruning import is_feasible, reported_accuracy
 from mnist_sweep.search.storage import display_url, refuse
-from mnist_sweep.search.winner import WINNER, FrontPoint, Winner
+from mnist_sweep.search.trial_result import TrialResult
+from mnist_sweep.search.winner import WINNER, Winner, overrides
+from mnist_sweep.search.winner import write as write_winner
 from mnist_sweep.sweep_files import TRIALS_CSV
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,6 @@ PARETO_PNG = "pareto_front.png"
 HISTORY_PNG = "optimization_history.png"
 IMPORTANCES_PNG = "param_importances.png"
 INTERMEDIATE_PNG = "intermediate_values.png"
-RESULTS = "optimization_results.yaml"
 
 
 @dataclass
@@ -49,7 +47,7 @@ class TrialRow:
     trial: int
     params: int
     selection_acc: float
-    test_acc: float
+    test_acc: float | None
     val_acc: float | None
     feasible: bool
     on_front: bool
@@ -59,120 +57,26 @@ class TrialRow:
     holds: bool
 
 
-def _overrides(trial: FrozenTrial) -> list[str]:
-    """The run's full override list as Hydra saved it, else the sampled parameters."""
-    run_dir = trial.user_attrs.get("run_dir")
-    saved = Path(run_dir) / record.HYDRA_OVERRIDES if run_dir else None
-    if saved is not None and saved.is_file():
-        return [str(o) for o in OmegaConf.load(saved)]
-    return [f"{k}={v}" for k, v in trial.params.items()]
-
-
-def _objective_values(t: FrozenTrial) -> tuple[int, float]:
-    """A completed trial's (params, selection accuracy), whatever the study's objective."""
-    a = t.user_attrs
-    return int(a.get("params", t.values[0])), float(a["selection_acc"])
-
-
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
+    """Every completed trial, for pareto_front.csv and its plot, smallest first."""
     complete = [
-        t
+        (t, r)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "selection_acc" in t.user_attrs
+        if (r := TrialResult.of(t)).selection_acc is not None
     ]
-    front = plots.pareto_front(complete, key=_objective_values)
-    on_front = {t.number for t in front}
+    sizes = {t.number: int(r.params if r.params is not None else t.values[0]) for t, r in complete}
+    front = plots.pareto_front(complete, key=lambda tr: (sizes[tr[0].number], tr[1].selection_acc))
+    on_front = {t.number for t, _ in front}
     rows = [
         TrialRow(
-            trial=t.number,
-            params=_objective_values(t)[0],
-            selection_acc=t.user_attrs["selection_acc"],
-            test_acc=t.user_attrs["test_acc"],
-            val_acc=t.user_attrs.get("val_acc"),
-            feasible=is_feasible(t),
-            on_front=t.number in on_front,
-            run_dir=t.user_attrs.get("run_dir"),
-            overrides=_overrides(t),
-            seed_accs=list(t.user_attrs.get("seed_accs", [t.user_attrs["selection_acc"]])),
-            holds=is_feasible(t),
-        )
-        for t in complete
+            trial=t.number, params=sizes[t.number], selection_acc=r.selection_acc,  # type: ignore[arg-type]
+            test_acc=r.test_acc, val_acc=r.val_acc, feasible=is_feasible(t),
+            on_front=t.number in on_front, run_dir=r.run_dir, overrides=overrides(t),
+            seed_accs=r.seed_accs or [r.selection_acc], holds=is_feasible(t),  # type: ignore[list-item]
+        )  # fmt: skip
+        for t, r in complete
     ]
     return sorted(rows, key=lambda r: (r.params, -r.selection_acc, r.trial))
-
-
-def pick_winner(rows: list[TrialRow], goal: Goal = Goal.SMALLEST) -> TrialRow | None:
-    """smallest and pareto: fewest parameters among the trials that held the target (never
-    an infeasible one); accuracy: the most accurate trial."""
-    if goal is Goal.ACCURACY:
-        return max(rows, key=lambda r: (r.selection_acc, -r.params, -r.trial), default=None)
-    feasible = [r for r in rows if r.feasible]
-    return min(feasible, key=lambda r: (r.params, -r.selection_acc, r.trial)) if feasible else None
-
-
-def _selection(rows: list[TrialRow]) -> str:
-    """Which split the sweep selected on."""
-    return selection_split({"val_acc": rows[0].val_acc}) if rows else "test"
-
-
-def _counts(study: optuna.Study) -> dict[str, int]:
-    trials = study.get_trials(deepcopy=False)
-    return {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-
-
-def _accs(accs: list[float]) -> str:
-    return " / ".join(f"{a:.2f}" for a in accs)
-
-
-def winner_record(
-    study: optuna.Study, rows: list[TrialRow], target: float, goal: Goal = Goal.SMALLEST
-) -> Winner:
-    winner = pick_winner(rows, goal)
-    base = {
-        "study": study.study_name, "objective": goal.value, "target_acc": target,
-        "selection": _selection(rows), "trials": _counts(study),
-    }  # fmt: skip
-    if goal is Goal.PARETO:
-        base["front"] = [
-            FrontPoint(trial=r.trial, params=r.params, selection_acc=r.selection_acc)
-            for r in rows
-            if r.on_front
-        ]
-    if winner is None:
-        closest = max(rows, key=lambda r: r.selection_acc, default=None)
-        hint = (
-            f" (closest: trial {closest.trial}, {_accs(closest.seed_accs)}%"
-            f" with {closest.params:,} params)"
-            if closest
-            else ""
-        )
-        return Winner(
-            **base,
-            message=f"no trial reached {target}% (the holds rule){hint}; widen the search space, "
-            "train longer (trainer.epochs), give it more seeds or lower target_acc",
-        )
-    t = study.get_trials(deepcopy=False)[winner.trial]
-    seeds = t.user_attrs.get("seeds")
-    if goal is Goal.ACCURACY:
-        message = (
-            f"most accurate trial: {winner.trial}, {winner.params:,} params, "
-            f"{winner.selection_acc:.2f}% final-epoch {_selection(rows)} accuracy"
-        )
-    else:
-        message = (
-            f"smallest net holding {target}%: trial {winner.trial}, {winner.params:,} params, "
-            f"final-epoch {_selection(rows)} accuracy {_accs(winner.seed_accs)}%"
-            + (f" (mean {winner.selection_acc:.2f}% over {len(seeds)} seeds)" if seeds and
-               len(seeds) > 1 else " (one seed: confirm it on fresh seeds)")
-        )  # fmt: skip
-    return Winner(
-        **base,
-        params=winner.params, test_acc=winner.test_acc, val_acc=winner.val_acc,
-        selection_acc=winner.selection_acc, overrides=winner.overrides,
-        run_dir=winner.run_dir, trial=winner.trial, seeds=seeds,
-        seed_accs=winner.seed_accs, seed_test_accs=t.user_attrs.get("seed_test_accs"),
-        holds=winner.holds, message=message,
-    )  # fmt: skip
 
 
 def _write_csv(path: Path, rows: list[TrialRow]) -> None:
@@ -192,9 +96,10 @@ def _write_csv(path: Path, rows: list[TrialRow]) -> None:
 def _params(t: FrozenTrial) -> int | None:
     """A trial's parameter count: recorded by the sweep, else read from its run folder
     (a trial pruned or failed before the sweep recorded it)."""
-    if "params" in t.user_attrs:
-        return int(t.user_attrs["params"])
-    run_dir = t.user_attrs.get("run_dir")
+    result = TrialResult.of(t)
+    if result.params is not None:
+        return result.params
+    run_dir = result.run_dir
     try:
         return record.RunRecord.load(run_dir).params if run_dir else None
     except UserError:
@@ -210,7 +115,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
               *keys]  # fmt: skip
 
     def row(t: FrozenTrial) -> dict[str, Any]:
-        a = t.user_attrs
+        a = TrialResult.of(t)
         seconds = (
             round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
             if t.datetime_complete and t.datetime_start
@@ -220,17 +125,17 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
             "trial": t.number,
             "state": t.state.name,
             "params": _params(t),
-            "selection_acc": a.get("selection_acc"),
-            "test_acc": a.get("test_acc"),
-            "val_acc": a.get("val_acc"),
-            "target_acc": a.get("target_acc"),
+            "selection_acc": a.selection_acc,
+            "test_acc": a.test_acc,
+            "val_acc": a.val_acc,
+            "target_acc": a.target_acc,
             "feasible": is_feasible(t) if t.state == TrialState.COMPLETE else False,
-            "seeds": " ".join(map(str, a.get("seeds", []))),
-            "seed_accs": " ".join(f"{x:g}" for x in a.get("seed_accs", [])),
-            "holds": a.get("holds"),
+            "seeds": " ".join(map(str, a.seeds)),
+            "seed_accs": " ".join(f"{x:g}" for x in a.seed_accs),
+            "holds": a.holds,
             "epochs_run": max(t.intermediate_values, default=None),
             "seconds": seconds,
-            "fail_reason": a.get("fail_reason"),
+            "fail_reason": a.fail_reason,
             **{k: t.params.get(k) for k in keys},
         }
 
@@ -243,15 +148,14 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
     record.atomic_write(path, write)
 
 
-def front_results(rows: list[TrialRow]) -> list[plots.Result]:
+def front_results(rows: list[TrialRow], winner: int | None) -> list[plots.Result]:
     """Every completed trial for the Pareto plot: feasible ones apart, the winner labelled."""
-    winner = pick_winner(rows)
     return [
         plots.Result(
             r.params,
             r.selection_acc,
             "target met" if r.feasible else "below target",
-            f"winner: {r.params:,}" if r is winner else None,
+            f"winner: {r.params:,}" if r.trial == winner else None,
         )
         for r in rows
     ]
@@ -268,11 +172,12 @@ def plot_history(study: optuna.Study, path: Path) -> None:
 def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
     """Optuna's parameter importances for the final accuracy (which parameters tell
     the accurate trials from the others); False when the study has too little to say."""
-    done = [
-        t
+    accs = {
+        t.number: r.selection_acc
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "selection_acc" in t.user_attrs
-    ]
+        if (r := TrialResult.of(t)).selection_acc is not None
+    }
+    done = [t for t in study.get_trials(deepcopy=False) if t.number in accs]
     names = {name for t in done for name in t.params}
     varying = [n for n in names if len({repr(t.params.get(n)) for t in done}) > 1]
     if len(done) < 2 or not varying:
@@ -287,7 +192,7 @@ def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
         warnings.filterwarnings("ignore", message=".*computes the importances of params")
         ax = optuna_plots.plot_param_importances(
             study,
-            target=lambda t: 100.0 - t.user_attrs["selection_acc"],
+            target=lambda t: 100.0 - accs.get(t.number, 0.0),
             target_name=f"final {selection} error",
         )
         ax.set_title(  # in place of Optuna's own, which stands at the left
@@ -312,11 +217,8 @@ def plot_intermediate(
         ]
         if not points:
             continue
-        label = (
-            f"winner: trial {t.number}, {t.user_attrs.get('params', 0):,} params"
-            if t.number == winner
-            else None
-        )
+        params = TrialResult.of(t).params or 0
+        label = f"winner: trial {t.number}, {params:,} params" if t.number == winner else None
         if label:
             kind = "highlight"
         elif t.state == TrialState.PRUNED:
@@ -349,43 +251,34 @@ def _plot_safely(name: str, draw: Callable[[], Any]) -> None:
 def study_target(study: optuna.Study) -> float | None:
     """The target the sweep ran with: set on the study when the sweep starts (older
     studies: on their trials)."""
-    targets = [t.user_attrs["target_acc"] for t in study.trials if "target_acc" in t.user_attrs]
+    targets = [a for t in study.trials if (a := TrialResult.of(t).target_acc) is not None]
     target = study.user_attrs.get("target_acc", targets[-1] if targets else None)
     return None if target is None else float(target)
 
 
-def goal_of(study: optuna.Study) -> Goal:
-    """What the study was looking for, from its directions."""
-    if len(study.directions) > 1:
-        return Goal.PARETO
-    return Goal.ACCURACY if study.direction == StudyDirection.MAXIMIZE else Goal.SMALLEST
-
-
 def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
-    """Write winner.json, the Pareto front (csv, png), the optimisation history, parameter
-    importances and intermediate values (png) and optimization_results.yaml; return the
-    winner."""
+    """Write winner.json and optimization_results.yaml (search/winner.py), the Pareto front
+    (csv, png), trials.csv, the optimisation history, parameter importances and
+    intermediate values (png); return the winner."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    winner = write_winner(study, sweep_dir, target)
     rows = trial_rows(study)
-    goal = goal_of(study)
-    winner = winner_record(study, rows, target, goal)
-    winner.save(sweep_dir)
     _write_csv(sweep_dir / PARETO_CSV, rows)
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
-    selection = _selection(rows)
+    selection = winner.selection
     if rows:
         title = f"{study.study_name}: {len(rows)} completed trials"
         _plot_safely(
             PARETO_PNG,
             lambda: plots.pareto(
                 sweep_dir / PARETO_PNG,
-                front_results(rows),
+                front_results(rows, winner.trial),
                 target,
                 title,
                 ylabel=f"final-epoch {selection} accuracy (%)",
             ),
         )
-        if goal is not Goal.PARETO:  # Optuna's history plots one objective
+        if len(study.directions) == 1:  # Optuna's history plots one objective
             _plot_safely(HISTORY_PNG, lambda: plot_history(study, sweep_dir / HISTORY_PNG))
         _plot_safely(
             IMPORTANCES_PNG,
@@ -399,21 +292,6 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
             study, sweep_dir / INTERMEDIATE_PNG, target, selection, winner.trial
         ),
     )
-    # Hydra's stock result file, with the feasible winner as the "best" trial.
-    best = next((t for t in study.trials if t.number == winner.trial), None)
-    OmegaConf.save(
-        OmegaConf.create(
-            {
-                "name": "optuna",
-                "best_params": dict(best.params) if best else None,
-                "best_value": (best.values[0] if len(best.values) == 1 else best.values)
-                if best
-                else None,
-            }
-        ),
-        sweep_dir / RESULTS,
-    )
-    log.info(winner.message)
     for row in (r for r in rows if r.on_front):
         log.info(
             "  front: trial %d  %8s params  %.2f%%%s",
