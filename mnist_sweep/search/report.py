@@ -13,7 +13,6 @@ import csv
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from mnist_sweep import plots
 from mnist_sweep.errors import UserError, exit_on_user_error
 from mnist_sweep.errors import report as report_error
 from mnist_sweep.run import record
+from mnist_sweep.run.record import RunRecord
 from mnist_sweep.search.pruning import is_feasible, reported_accuracy
 from mnist_sweep.search.storage import display_url, refuse
 from mnist_sweep.search.trial_result import TrialResult
@@ -42,121 +42,73 @@ IMPORTANCES_PNG = "param_importances.png"
 INTERMEDIATE_PNG = "intermediate_values.png"
 
 
-@dataclass
-class TrialRow:
-    trial: int
-    params: int
-    selection_acc: float
-    test_acc: float | None
-    val_acc: float | None
-    feasible: bool
-    on_front: bool
-    run_dir: str | None
-    overrides: list[str]
-    seed_accs: list[float]
-    holds: bool
+PARETO_FIELDS = ["trial", "params", "selection_acc", "test_acc", "val_acc", "feasible",
+                 "on_front", "run_dir", "overrides", "seed_accs", "holds"]  # fmt: skip
+TRIALS_FIELDS = ["trial", "state", "params", "selection_acc", "test_acc", "val_acc",
+                 "target_acc", "feasible", "seeds", "seed_accs", "holds", "epochs_run",
+                 "seconds", "fail_reason"]  # fmt: skip
 
 
-def trial_rows(study: optuna.Study) -> list[TrialRow]:
-    """Every completed trial, for pareto_front.csv and its plot, smallest first."""
-    complete = [
-        (t, r)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if (r := TrialResult.of(t)).selection_acc is not None
-    ]
-    sizes = {t.number: int(r.params if r.params is not None else t.values[0]) for t, r in complete}
-    front = plots.pareto_front(complete, key=lambda tr: (sizes[tr[0].number], tr[1].selection_acc))
-    on_front = {t.number for t, _ in front}
-    rows = [
-        TrialRow(
-            trial=t.number, params=sizes[t.number], selection_acc=r.selection_acc,  # type: ignore[arg-type]
-            test_acc=r.test_acc, val_acc=r.val_acc, feasible=is_feasible(t),
-            on_front=t.number in on_front, run_dir=r.run_dir, overrides=overrides(t),
-            seed_accs=r.seed_accs or [r.selection_acc], holds=is_feasible(t),  # type: ignore[list-item]
-        )  # fmt: skip
-        for t, r in complete
-    ]
-    return sorted(rows, key=lambda r: (r.params, -r.selection_acc, r.trial))
+def _row(t: FrozenTrial) -> dict[str, Any]:
+    """A trial as a CSV row: its result, and what the study says of it."""
+    r = TrialResult.of(t)
+    seconds = t.duration.total_seconds() if t.duration else None
+    return {
+        **r.model_dump(), "trial": t.number, "state": t.state.name, "params": _params(r),
+        "feasible": t.state == TrialState.COMPLETE and is_feasible(t),
+        "seeds": " ".join(map(str, r.seeds)), "seed_accs": " ".join(f"{a:g}" for a in r.seed_accs),
+        "epochs_run": max(t.intermediate_values, default=None),
+        "seconds": None if seconds is None else round(seconds, 1), **t.params,
+    }  # fmt: skip
 
 
-def _write_csv(path: Path, rows: list[TrialRow]) -> None:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(TrialRow.__dataclass_fields__))
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(
-                    {**asdict(row), "overrides": " ".join(row.overrides),
-                     "seed_accs": " ".join(f"{a:g}" for a in row.seed_accs)}
-                )  # fmt: skip
-
-    record.atomic_write(path, write)
-
-
-def _params(t: FrozenTrial) -> int | None:
+def _params(r: TrialResult) -> int | None:
     """A trial's parameter count: recorded by the sweep, else read from its run folder
     (a trial pruned or failed before the sweep recorded it)."""
-    result = TrialResult.of(t)
-    if result.params is not None:
-        return result.params
-    run_dir = result.run_dir
+    if r.params is not None or r.run_dir is None:
+        return r.params
     try:
-        return record.RunRecord.load(run_dir).params if run_dir else None
+        return RunRecord.load(r.run_dir).params
     except UserError:
         return None
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    record.atomic_write(path, write)
 
 
 def write_trials_csv(study: optuna.Study, path: Path) -> None:
     """Every trial that ran: state, size, accuracy, epochs, time and each swept value."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
     keys = sorted({k for t in trials for k in t.params})
-    fields = ["trial", "state", "params", "selection_acc", "test_acc", "val_acc", "target_acc",
-              "feasible", "seeds", "seed_accs", "holds", "epochs_run", "seconds", "fail_reason",
-              *keys]  # fmt: skip
-
-    def row(t: FrozenTrial) -> dict[str, Any]:
-        a = TrialResult.of(t)
-        seconds = (
-            round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
-            if t.datetime_complete and t.datetime_start
-            else None
-        )
-        return {
-            "trial": t.number,
-            "state": t.state.name,
-            "params": _params(t),
-            "selection_acc": a.selection_acc,
-            "test_acc": a.test_acc,
-            "val_acc": a.val_acc,
-            "target_acc": a.target_acc,
-            "feasible": is_feasible(t) if t.state == TrialState.COMPLETE else False,
-            "seeds": " ".join(map(str, a.seeds)),
-            "seed_accs": " ".join(f"{x:g}" for x in a.seed_accs),
-            "holds": a.holds,
-            "epochs_run": max(t.intermediate_values, default=None),
-            "seconds": seconds,
-            "fail_reason": a.fail_reason,
-            **{k: t.params.get(k) for k in keys},
-        }
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(row(t) for t in trials)
-
-    record.atomic_write(path, write)
+    _write_csv(path, TRIALS_FIELDS + keys, [_row(t) for t in trials])
 
 
-def front_results(rows: list[TrialRow], winner: int | None) -> list[plots.Result]:
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every completed trial, smallest first, marked when on the (params, accuracy) front:
+    pareto_front.csv and its plot."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    rows = [{**_row(t), "overrides": " ".join(overrides(t))} for t in trials]
+    rows = [r for r in rows if r["selection_acc"] is not None and r["params"] is not None]
+    front = plots.pareto_front(rows, key=lambda r: (r["params"], r["selection_acc"]))
+    for row in rows:
+        row["on_front"] = any(row is f for f in front)
+    return sorted(rows, key=lambda r: (r["params"], -r["selection_acc"], r["trial"]))
+
+
+def front_results(rows: list[dict[str, Any]], winner: int | None) -> list[plots.Result]:
     """Every completed trial for the Pareto plot: feasible ones apart, the winner labelled."""
     return [
         plots.Result(
-            r.params,
-            r.selection_acc,
-            "target met" if r.feasible else "below target",
-            f"winner: {r.params:,}" if r.trial == winner else None,
-        )
+            r["params"], r["selection_acc"], "target met" if r["feasible"] else "below target",
+            f"winner: {r['params']:,}" if r["trial"] == winner else None,
+        )  # fmt: skip
         for r in rows
     ]
 
@@ -263,7 +215,7 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     winner = write_winner(study, sweep_dir, target)
     rows = trial_rows(study)
-    _write_csv(sweep_dir / PARETO_CSV, rows)
+    _write_csv(sweep_dir / PARETO_CSV, PARETO_FIELDS, rows)
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
     selection = winner.selection
     if rows:
@@ -292,11 +244,10 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
             study, sweep_dir / INTERMEDIATE_PNG, target, selection, winner.trial
         ),
     )
-    for row in (r for r in rows if r.on_front):
+    for row in (r for r in rows if r["on_front"]):
         log.info(
-            "  front: trial %d  %8s params  %.2f%%%s",
-            row.trial, f"{row.params:,}", row.selection_acc,
-            "  (target met)" if row.feasible else "",
+            "  front: trial %d  %8s params  %.2f%%%s", row["trial"], f"{row['params']:,}",
+            row["selection_acc"], "  (target met)" if row["feasible"] else "",
         )  # fmt: skip
     return winner
 

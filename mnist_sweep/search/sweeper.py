@@ -110,15 +110,8 @@ class MnistSweeper(OptunaSweeperImpl):
         super().__init__(
             instantiate(sampler, _execution_whitelist_=SAMPLER_TARGETS),
             directions[0] if len(directions) == 1 else directions,
-            storage,
-            study_name,
-            n_trials,
-            n_jobs,
-            max_failure_rate,
-            custom_search_space,
-            params,
-        )
-        self.directions = directions
+            storage, study_name, n_trials, n_jobs, max_failure_rate, custom_search_space, params,
+        )  # fmt: skip
         self.pruner_cfg = pruner
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
@@ -152,20 +145,16 @@ class MnistSweeper(OptunaSweeperImpl):
     def _open_study(self) -> optuna.Study:
         # Heartbeats and the retry callback are "experimental" in Optuna; relied on knowingly.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        settings = self.settings
         storage = open_storage(
-            str(self.storage),
-            self.settings.heartbeat_interval,
-            self.settings.grace_period,
-            workers.retry_callback(self.settings.retry_failed),
-        )
+            str(self.storage), settings.heartbeat_interval, settings.grace_period,
+            workers.retry_callback(settings.retry_failed),
+        )  # fmt: skip
         return optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            sampler=self.sampler,
-            directions=self.directions,
-            pruner=build_pruner(self.pruner_cfg),
+            study_name=self.study_name, storage=storage, sampler=self.sampler,
+            directions=settings.goal.directions, pruner=build_pruner(self.pruner_cfg),
             load_if_exists=True,
-        )
+        )  # fmt: skip
 
     def _new_launcher(self) -> Launcher:
         """A launcher for one worker thread: none of them need be safe to share."""

@@ -125,27 +125,24 @@ def winner_of(study: optuna.Study, target: float) -> Winner:
         if (r := TrialResult.of(t)).selection_acc is not None
     ]
     selection = next((r.selection for _, r in complete if r.selection), "test")
-    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
     base = {
         "study": study.study_name, "objective": goal.value, "target_acc": target,
-        "selection": selection,
-        "trials": {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState},
+        "selection": selection, "trials": {s.name.lower(): states.count(s) for s in TrialState},
     }  # fmt: skip
     if goal is Goal.PARETO:
-        front = [(t, TrialResult.of(t)) for t in study.best_trials]
         base["front"] = [
             FrontPoint(trial=t.number, params=_params(t, r), selection_acc=r.selection_acc)
-            for t, r in front
-            if r.selection_acc is not None
+            for t in study.best_trials
+            if (r := TrialResult.of(t)).selection_acc is not None
         ]
     best = best_trial(study)
     if best is None:
-        closest = max(complete, key=lambda tr: tr[1].selection_acc, default=None)  # type: ignore[arg-type, return-value]
         hint = ""
-        if closest:
-            t, r = closest
-            accs = r.seed_accs or [r.selection_acc]
-            hint = f" (closest: trial {t.number}, {_accs(accs)}% with {_params(t, r):,} params)"
+        if complete:
+            t, r = max(complete, key=lambda tr: tr[1].selection_acc)  # type: ignore[arg-type, return-value]
+            accs = _accs(r.seed_accs or [r.selection_acc])  # type: ignore[list-item]
+            hint = f" (closest: trial {t.number}, {accs}% with {_params(t, r):,} params)"
         return Winner(
             **base,
             message=f"no trial reached {target}% (the holds rule){hint}; widen the search space, "
@@ -179,7 +176,7 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
     "best" trial; returns the winner."""
     winner = winner_of(study, target)
     winner.save(sweep_dir)
-    best = next((t for t in study.trials if t.number == winner.trial), None)
+    best = None if winner.trial is None else study.get_trials(deepcopy=False)[winner.trial]
     value = None if best is None else best.values[0] if len(best.values) == 1 else best.values
     results = {"name": "optuna", "best_params": dict(best.params) if best else None,
                "best_value": value}  # fmt: skip

@@ -175,28 +175,18 @@ def write_throughput(
     """How busy the sweep kept its workers, from the trials this process ran since `since`
     and their own timestamps: trial seconds over workers x the sweep's wall time. (A
     trial whose seeds ran side by side on idle workers counts its seconds once.)"""
-    me = worker_id()
     ran = [
-        (t, TrialResult.of(t))
+        (t.duration.total_seconds(), TrialResult.of(t))
         for t in study.get_trials(deepcopy=False)
-        if t.datetime_start and t.datetime_complete and t.datetime_start >= since
+        if t.duration is not None and t.datetime_start >= since  # type: ignore[operator]
     ]
-    ran = [(t, r) for t, r in ran if r.worker == me]
+    ran = [(seconds, r) for seconds, r in ran if r.worker == worker_id()]
     wall = (datetime.now() - since).total_seconds()
-    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t, _ in ran)  # type: ignore[operator]
-    runs = sum(r.runs for _, r in ran)
-    per_hour = (lambda n: round(n * 3600 / wall, 2)) if wall else (lambda n: None)
-    record.write_json(
-        path,
-        {
-            "launcher": launcher,
-            "workers": n_workers,
-            "trials": len(ran),
-            "runs": runs,
-            "wall_seconds": round(wall, 3),
-            "trial_seconds": round(busy, 3),
-            "utilisation": round(busy / (n_workers * wall), 4) if wall else None,
-            "trials_per_hour": per_hour(len(ran)),
-            "runs_per_hour": per_hour(runs),
-        },
-    )
+    busy, trials, runs = sum(s for s, _ in ran), len(ran), sum(r.runs for _, r in ran)
+    record.write_json(path, {
+        "launcher": launcher, "workers": n_workers, "trials": trials, "runs": runs,
+        "wall_seconds": round(wall, 3), "trial_seconds": round(busy, 3),
+        "utilisation": round(busy / (n_workers * wall), 4) if wall else None,
+        "trials_per_hour": round(trials * 3600 / wall, 2) if wall else None,
+        "runs_per_hour": round(runs * 3600 / wall, 2) if wall else None,
+    })  # fmt: skip
