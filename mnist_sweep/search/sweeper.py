@@ -197,7 +197,7 @@ class MnistSweeper(OptunaSweeperImpl):
         study, jobs = self._open(distributions, fixed_params, fixed_overrides)
         since = datetime.now()
         try:
-            budget = workers.optimize(study, jobs, jobs.n_workers)
+            budget = workers.optimize(study, jobs)
         except KeyboardInterrupt:
             for number in jobs.running():  # trials of worker threads Ctrl-C did not reach
                 workers.fail_running(study, number, "interrupted (Ctrl-C)")

@@ -112,8 +112,8 @@ class FailureBudget:
             study.stop()
 
 
-def optimize(study: optuna.Study, jobs: TrialJobs, n_workers: int) -> FailureBudget:
-    """Run the study's owed trials with `n_workers` workers until it has n_trials finished
+def optimize(study: optuna.Study, jobs: TrialJobs) -> FailureBudget:
+    """Run the study's owed trials with the sweep's workers until it has n_trials finished
     ones, the timeout passes or too many failed; while other workers' trials may still
     fail and be owed again, keep watch. Returns the failure budget, spent or not."""
     settings = jobs.settings
@@ -130,7 +130,7 @@ def optimize(study: optuna.Study, jobs: TrialJobs, n_workers: int) -> FailureBud
                 study,
                 jobs,
                 n_trials=owed,
-                n_jobs=n_workers,
+                n_jobs=jobs.n_workers,
                 timeout=left,
                 catch=(TrialFailed,),
                 callbacks=[MaxTrialsCallback(settings.n_trials, states=FINISHED), budget],
