@@ -22,6 +22,7 @@ from mnist_sweep.compare import cli, discover, figures, layout, runs, verdict
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search import report
+from mnist_sweep.search.trial_result import TrialResult
 from tests.conftest import make_record, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -190,8 +191,9 @@ def test_a_killed_sweep_trial_is_failed_with_the_reason_its_sweep_recorded(tmp_p
              pid=DEAD_PID, trial=2)  # fmt: skip
     reason = "interrupted: the sweep process died"
     study = optuna.create_study(direction="minimize")
-    study.add_trial(create_trial(value=1000, user_attrs={"test_acc": 97.0}))
-    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": reason}))
+    study.add_trial(create_trial(value=1000, user_attrs=TrialResult(test_acc=97.0).attrs()))
+    failed = TrialResult(fail_reason=reason).attrs()
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs=failed))
     report.write_trials_csv(study, sweep / report.TRIALS_CSV)
     code, out, _ = compare_cli(capsys, sweep)
     assert code == 0

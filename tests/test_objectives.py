@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.seeds import verdict
+from mnist_sweep.search.trial_result import TrialResult
 from mnist_sweep.search.winner import Winner
 from tests.conftest import run_cli, run_sweep, sweep_folder
 
@@ -69,19 +70,19 @@ def test_seeds_inside_the_sweep_decide_the_winner(tmp_path):
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 3
     for t in trials:
-        seeds, accs = t.user_attrs["seeds"], t.user_attrs["seed_accs"]
+        seeds, accs = TrialResult.of(t).seeds, TrialResult.of(t).seed_accs
         assert seeds == list(range(7, 7 + len(seeds))) and len(accs) == len(seeds) <= 3
         ruling = verdict(accs, 17, 3)
-        assert t.user_attrs["holds"] == ruling.holds
+        assert TrialResult.of(t).holds == ruling.holds
         assert (t.constraints["accuracy"] <= 0) == ruling.holds
         if len(seeds) < 3:  # it stopped because one more seed could not change the answer:
             smaller_held = [
-                o for o in trials if o.number < t.number and o.user_attrs["holds"]
+                o for o in trials if o.number < t.number and TrialResult.of(o).holds
                 and o.value <= t.value
             ]  # fmt: skip
             assert not ruling.worth_another(3) or smaller_held, t.number
         # Every seed is an ordinary run folder, trained with its own seed.
-        for seed, acc, run_dir in zip(seeds, accs, t.user_attrs["seed_run_dirs"], strict=True):
+        for seed, acc, run_dir in zip(seeds, accs, TrialResult.of(t).seed_run_dirs, strict=True):
             record = RunRecord.load(tmp_path / run_dir)
             assert (record.seed, record.test_acc, record.status) == (
                 seed, acc, RunStatus.COMPLETED,
@@ -94,17 +95,17 @@ def test_seeds_inside_the_sweep_decide_the_winner(tmp_path):
     with (sweep_dir / "trials.csv").open() as f:
         rows = {int(r["trial"]): r for r in csv.DictReader(f)}
     for t in trials:
-        assert rows[t.number]["seeds"] == " ".join(map(str, t.user_attrs["seeds"]))
-        assert rows[t.number]["holds"] == str(t.user_attrs["holds"])
+        assert rows[t.number]["seeds"] == " ".join(map(str, TrialResult.of(t).seeds))
+        assert rows[t.number]["holds"] == str(TrialResult.of(t).holds)
     # The design that held first leaves a larger one near the target a single seed.
-    assert any(len(t.user_attrs["seeds"]) == 1 and verdict(t.user_attrs["seed_accs"], 17, 3)
+    assert any(len(TrialResult.of(t).seeds) == 1 and verdict(TrialResult.of(t).seed_accs, 17, 3)
                .worth_another(3) for t in trials)  # fmt: skip
     winner = Winner.load(sweep_dir)
-    held = [t for t in trials if t.user_attrs["holds"]]
+    held = [t for t in trials if TrialResult.of(t).holds]
     assert held, "the low target is meant to let some design hold"
-    best = min(held, key=lambda t: (t.value, -t.user_attrs["selection_acc"], t.number))
+    best = min(held, key=lambda t: (t.value, -TrialResult.of(t).selection_acc, t.number))
     assert (winner.trial, winner.params, winner.holds) == (best.number, best.value, True)
-    assert winner.seed_accs == best.user_attrs["seed_accs"] and len(winner.seed_accs) == 3
+    assert winner.seed_accs == TrialResult.of(best).seed_accs and len(winner.seed_accs) == 3
     assert winner.test_acc == pytest.approx(sum(winner.seed_accs) / 3)
 
 
@@ -126,7 +127,7 @@ def test_an_accuracy_sweep_reports_its_most_accurate_trial(tmp_path):
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert done
     for t in done:  # each value is its run's own final-epoch test accuracy
-        assert t.value == RunRecord.load(tmp_path / t.user_attrs["run_dir"]).test_acc
+        assert t.value == RunRecord.load(tmp_path / TrialResult.of(t).run_dir).test_acc
     winner = Winner.load(sweep_folder(tmp_path))
     assert winner.objective == "accuracy"
     assert (winner.trial, winner.test_acc) == (study.best_trial.number, study.best_value)

@@ -23,6 +23,7 @@ from mnist_sweep.compare.verdict import FAILED, sort_and_filter
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.storage import open_storage
 from mnist_sweep.search.sweeper import FINISHED
+from mnist_sweep.search.trial_result import TrialResult
 from tests.conftest import (
     SWEEP,
     compose_config,
@@ -126,7 +127,7 @@ def _check_shared_study(cwd: Path, storage: str, n_trials: int) -> list[optuna.t
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == n_trials
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    run_dirs = [t.user_attrs["run_dir"] for t in finished]
+    run_dirs = [TrialResult.of(t).run_dir for t in finished]
     assert len(set(run_dirs)) == n_trials
     for run_dir in run_dirs:
         status = RunRecord.load(cwd / run_dir).status
@@ -149,13 +150,13 @@ def test_two_workers_share_one_study_on_postgres(tmp_path, postgres_url):
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err[-3000:]
     trials = _check_shared_study(tmp_path, postgres_url, 4)
-    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials if t.state in FINISHED} == {
+    assert {TrialResult.of(t).worker.rsplit(":", 1)[1] for t in trials if t.state in FINISHED} == {
         str(w.pid) for w in workers
     }  # both workers ran trials
     for trial in (
         t for t in trials if t.state == TrialState.FAIL
     ):  # only a lost race for the last one
-        assert trial.user_attrs["fail_reason"].startswith("surplus")
+        assert TrialResult.of(trial).fail_reason.startswith("surplus")
     sweep_dir = sweep_folder(tmp_path)
     winner = json.loads((sweep_dir / "winner.json").read_text())
     assert winner["trials"]["complete"] + winner["trials"]["pruned"] == 4
@@ -211,7 +212,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
             t
             for t in trials
             if t.state == TrialState.RUNNING
-            and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            and (TrialResult.of(t).worker or "").endswith(f":{victim.pid}")
             and 1 <= len(t.intermediate_values) <= 2
         ]
 
@@ -229,15 +230,15 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
     trials = optuna.load_study(study_name="kill-test", storage=storage).trials
     dead = trials[killed.number]
     assert dead.state == TrialState.FAIL
-    assert dead.user_attrs["fail_reason"].startswith("interrupted")
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    assert TrialResult.of(dead).fail_reason.startswith("interrupted")
+    (retry,) = [t for t in trials if TrialResult.of(t).retry_of == killed.number]
     assert retry.state in FINISHED and retry.params == killed.params
-    assert retry.user_attrs["worker"].endswith(f":{survivor.pid}")
+    assert TrialResult.of(retry).worker.endswith(f":{survivor.pid}")
     assert len([t for t in trials if t.state in FINISHED]) == 3
-    run_dir = tmp_path / dead.user_attrs["run_dir"]
+    run_dir = tmp_path / TrialResult.of(dead).run_dir
     assert RunRecord.load(run_dir).status is RunStatus.RUNNING  # only its killed process writes it
     (row,) = sort_and_filter([load_run(run_dir)])
-    assert (row.verdict, row.reason) == (FAILED, dead.user_attrs["fail_reason"])
+    assert (row.verdict, row.reason) == (FAILED, TrialResult.of(dead).fail_reason)
 
 
 @pytest.mark.slow
@@ -248,7 +249,7 @@ def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):
     storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="remote", storage=storage, direction="minimize")
     lost = study.ask({"model.w1": optuna.distributions.IntDistribution(2, 6)})
-    lost.set_user_attr("worker", "another-machine:4242")
+    TrialResult(worker="another-machine:4242").save(lost)
     storage.record_heartbeat(lost._trial_id)
     time.sleep(3)  # past the grace period
 
@@ -262,7 +263,7 @@ def test_trial_without_heartbeat_is_failed_and_retried(tmp_path):
     )
     trials = optuna.load_study(study_name="remote", storage=storage_url).trials
     assert trials[0].state == TrialState.FAIL
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 0]
+    (retry,) = [t for t in trials if TrialResult.of(t).retry_of == 0]
     assert retry.state in FINISHED and retry.params["model.w1"] == lost.params["model.w1"]
     assert sum(t.state in FINISHED for t in trials) == 2
 

@@ -25,6 +25,7 @@ from mnist_sweep.search import report
 from mnist_sweep.search.confirm import launcher_overrides
 from mnist_sweep.search.pruning import TargetPruner, is_feasible
 from mnist_sweep.search.sweeper import FINISHED, derive_study_name
+from mnist_sweep.search.trial_result import TrialResult
 from tests.conftest import REPO, SWEEP, run_cli, run_sweep, start_cli, sweep_folder, wait_until
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,14 +63,14 @@ def test_sweep_report_matches_the_study(finished_sweep):
     assert {"params", "test_acc", "overrides", "run_dir", "trial"} <= winner.keys()
     feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)]
     assert feasible, "the fixture sweep is meant to have feasible trials"
-    expected = min(feasible, key=lambda t: (t.value, -t.user_attrs["selection_acc"], t.number))
+    expected = min(feasible, key=lambda t: (t.value, -TrialResult.of(t).selection_acc, t.number))
     assert winner["trial"] == expected.number
     assert winner["params"] == expected.value
     assert study.best_trial.value == winner["params"]  # Optuna's own constrained best agrees
     # Selection ran on the validation split; the test accuracy is reported beside it.
     assert winner["selection"] == "val"
-    assert winner["val_acc"] == expected.user_attrs["val_acc"] >= 20
-    assert winner["test_acc"] == expected.user_attrs["test_acc"]
+    assert winner["val_acc"] == TrialResult.of(expected).val_acc >= 20
+    assert winner["test_acc"] == TrialResult.of(expected).test_acc
     run_metrics = RunRecord.load(Path(finished_sweep) / winner["run_dir"])
     assert run_metrics.params == winner["params"]
     assert run_metrics.test_acc == winner["test_acc"]
@@ -86,7 +87,7 @@ def test_sweep_report_matches_the_study(finished_sweep):
 @pytest.mark.slow
 def test_sweep_records_its_throughput(finished_sweep):
     record = json.loads((sweep_folder(finished_sweep) / "throughput.json").read_text())
-    assert record["scheduler"] == "asynchronous"
+    assert "scheduler" not in record  # Optuna's loop schedules; nothing to name
     assert (record["launcher"], record["workers"], record["trials"]) == ("BasicLauncher", 1, 4)
     wall, busy = record["wall_seconds"], record["trial_seconds"]
     assert 0 < busy <= wall
@@ -158,7 +159,7 @@ def _study_with(trials: list[tuple[int, float]], target: float) -> optuna.Study:
         study.add_trial(
             create_trial(
                 value=params,
-                user_attrs={"selection_acc": acc, "test_acc": acc, "params": params},
+                user_attrs=TrialResult(selection_acc=acc, test_acc=acc, params=params).attrs(),
                 constraints={"accuracy": target - acc},
             )
         )
@@ -246,7 +247,7 @@ def test_pruned_trial_is_pruned_in_the_study_and_its_run_folder(tmp_path):
     trials = _study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
     for trial in trials:
-        metrics = RunRecord.load(tmp_path / trial.user_attrs["run_dir"])
+        metrics = RunRecord.load(tmp_path / TrialResult.of(trial).run_dir)
         assert metrics.status is RunStatus.PRUNED
         assert len(metrics.epochs) == 1 == len(trial.intermediate_values)
     winner = json.loads((sweep_folder(tmp_path) / "winner.json").read_text())
@@ -288,15 +289,15 @@ def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
     assert {t.number: t.value for t in trials if t.number in before} == before  # nothing lost
     failed = trials[interrupted.number]
     assert failed.state == TrialState.FAIL
-    assert "interrupted" in failed.user_attrs["fail_reason"]
+    assert "interrupted" in TrialResult.of(failed).fail_reason
     # Only its own process writes a run's metrics.json: killed, it says "running" for good,
     # and the reason is the study's, which compare shows beside it.
-    run_dir = tmp_path / failed.user_attrs["run_dir"]
+    run_dir = tmp_path / TrialResult.of(failed).run_dir
     metrics = RunRecord.load(run_dir)
     assert metrics.status is RunStatus.RUNNING and 1 <= len(metrics.epochs) < 4
     (row,) = sort_and_filter([load_run(run_dir)])
     assert row.verdict == FAILED
-    assert row.reason == failed.user_attrs["fail_reason"]
+    assert row.reason == TrialResult.of(failed).fail_reason
 
 
 @pytest.mark.slow
@@ -311,7 +312,7 @@ def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
     trials = _study(tmp_path).trials
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.state in FINISHED for t in trials)
-    run_dirs = {t.user_attrs["run_dir"] for t in trials}
+    run_dirs = {TrialResult.of(t).run_dir for t in trials}
     assert len(run_dirs) == 4
     for run_dir in run_dirs:
         metrics = RunRecord.load(tmp_path / run_dir)
@@ -333,7 +334,7 @@ def test_a_verdicts_seeds_use_the_workers_that_have_no_trial_left(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (trial,) = _study(tmp_path).trials
-    assert trial.user_attrs["seeds"] == [4, 5, 6] and trial.user_attrs["holds"]
+    assert TrialResult.of(trial).seeds == [4, 5, 6] and TrialResult.of(trial).holds
     assert "training seed 5, 6" in result.stdout + result.stderr
 
 
@@ -380,8 +381,8 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
         diverging = trial.params["optimizer.lr"] == 1e30
         assert (trial.state == TrialState.FAIL) == diverging
         if diverging:
-            assert "diverged" in trial.user_attrs["fail_reason"]
-            metrics = RunRecord.load(tmp_path / trial.user_attrs["run_dir"])
+            assert "diverged" in TrialResult.of(trial).fail_reason
+            metrics = RunRecord.load(tmp_path / TrialResult.of(trial).run_dir)
             assert metrics.status is RunStatus.FAILED and "diverged" in metrics.error
 
 
@@ -414,9 +415,9 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_continue(tmp_path):
     trials = _study(tmp_path).trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     (stopped,) = [t for t in trials if t.state == TrialState.FAIL]
-    assert stopped.user_attrs["fail_reason"] == "interrupted by SIGINT"
+    assert TrialResult.of(stopped).fail_reason == "interrupted by SIGINT"
     assert any(t.state == TrialState.COMPLETE for t in trials)
-    metrics = RunRecord.load(tmp_path / stopped.user_attrs["run_dir"])
+    metrics = RunRecord.load(tmp_path / TrialResult.of(stopped).run_dir)
     # Written by the trial's own process.
     assert metrics.status is RunStatus.INTERRUPTED and metrics.signal == "SIGINT"
 
@@ -428,7 +429,7 @@ def _training(cwd: Path, n: int = 1) -> bool:
 
 
 def _interrupted_by_sigterm(cwd: Path, trial) -> bool:
-    metrics = RunRecord.load(cwd / trial.user_attrs["run_dir"])
+    metrics = RunRecord.load(cwd / TrialResult.of(trial).run_dir)
     return metrics.status is RunStatus.INTERRUPTED and metrics.signal == "SIGTERM"
 
 
@@ -452,9 +453,9 @@ def test_sigterm_ends_a_sweep_like_ctrl_c_with_its_report(tmp_path):
     trials = _study(tmp_path).trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     (stopped,) = [t for t in trials if t.state == TrialState.FAIL]
-    assert stopped.user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    assert TrialResult.of(stopped).fail_reason == "interrupted by SIGTERM"
     assert _interrupted_by_sigterm(tmp_path, stopped)
-    assert record.load_checkpoint(tmp_path / stopped.user_attrs["run_dir"]).epoch >= 1
+    assert record.load_checkpoint(tmp_path / TrialResult.of(stopped).run_dir).epoch >= 1
     assert (sweep_folder(tmp_path) / "winner.json").is_file()  # the report
 
 
@@ -475,7 +476,7 @@ def test_sigterm_ends_a_two_worker_sweep_and_its_workers_record_it(tmp_path):
         trials = _study(tmp_path).trials
         stopped = [t for t in trials if t.state == TrialState.FAIL]
         assert len(stopped) == 2 and not [t for t in trials if t.state == TrialState.RUNNING]
-        assert {t.user_attrs["fail_reason"] for t in stopped} == {"interrupted by SIGTERM"}
+        assert {TrialResult.of(t).fail_reason for t in stopped} == {"interrupted by SIGTERM"}
         assert (sweep_folder(tmp_path) / "winner.json").is_file()
         # Each worker process records its own run's end, just after the sweep has gone.
         for trial in stopped:
@@ -507,7 +508,7 @@ def test_ctrl_c_stops_a_two_worker_sweep_without_waiting_for_its_jobs(tmp_path):
     trials = _study(tmp_path).trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.state == TrialState.FAIL]
-    assert stopped and all(t.user_attrs["fail_reason"].startswith("interrupted") for t in stopped)
+    assert stopped and all(TrialResult.of(t).fail_reason.startswith("interrupted") for t in stopped)
     assert (sweep_folder(tmp_path) / "winner.json").is_file()
 
 
@@ -539,7 +540,7 @@ def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_p
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     stage2 = optuna.load_study(study_name="stage2", storage=storage)
-    best = min(ran, key=lambda t: (t.user_attrs["selection_acc"] < 15, t.value, t.number))
+    best = min(ran, key=lambda t: (TrialResult.of(t).selection_acc < 15, t.value, t.number))
     shared = {k: v for k, v in best.params.items() if k in stage2.trials[0].params}
     assert shared and stage2.trials[0].params == {**stage2.trials[0].params, **shared}
 
@@ -574,7 +575,7 @@ def test_promotion_takes_target_meeters_then_the_front_each_design_once():
         t = create_trial(
             value=params, params={"model.w1": w},
             distributions={"model.w1": IntDistribution(1, 99)},
-            user_attrs={"selection_acc": acc, "target_acc": 99.2},
+            user_attrs=TrialResult(selection_acc=acc, target_acc=99.2).attrs(),
         )  # fmt: skip
         t.number = number
         return t
@@ -623,7 +624,7 @@ def test_every_stock_sampler_runs_with_the_preset(tmp_path, sampler):
     trials = _study(tmp_path).trials
     assert sum(t.state in FINISHED for t in trials) == 2
     for trial in trials:
-        hydra_yaml = OmegaConf.load(tmp_path / trial.user_attrs["run_dir"] / record.HYDRA_RUNTIME)
+        hydra_yaml = OmegaConf.load(tmp_path / TrialResult.of(trial).run_dir / record.HYDRA_RUNTIME)
         assert hydra_yaml.hydra.sweeper.sampler._target_.endswith(target)
     if sampler == "grid":  # two different points of the grid
         assert {t.params["model.w1"] for t in trials} <= {2, 4}

@@ -72,7 +72,7 @@ def run_sweep_utilisation(
         record = run_sweep(sweep_dir, sweep_command(sweep_dir, workers, trials, overrides))
     states = record["states"]
     print(
-        f"{record['scheduler']}: {record['workers']} workers, {record['trials']} trials "
+        f"{record['launcher']}: {record['workers']} workers, {record['trials']} trials "
         f"({states['complete']} complete, {states['pruned']} pruned) in "
         f"{record['wall_seconds']:.1f} s wall, {record['trial_seconds']:.1f} s of "
         f"trials, utilisation {record['utilisation']:.2f}, "

@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from mnist_sweep import sweep_files
-from mnist_sweep.compare.verdict import INCOMPLETE
 from mnist_sweep.errors import RunRecordError
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
+
+# A run's verdict (compare/verdict.py): its record's status, a completed run judged
+# against the target.
+MET, BELOW = "target met", "below target"
+PRUNED, FAILED, RUNNING = RunStatus.PRUNED.value, RunStatus.FAILED.value, RunStatus.RUNNING.value
+INTERRUPTED = RunStatus.INTERRUPTED.value  # stopped by SIGINT or SIGTERM; resumable
+INCOMPLETE = "incomplete"
+STATUSES = (MET, BELOW, PRUNED, FAILED, INTERRUPTED, RUNNING, INCOMPLETE)
 
 
 @dataclass

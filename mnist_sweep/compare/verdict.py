@@ -8,18 +8,24 @@ sweep says why) or incomplete.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from mnist_sweep.compare.runs import (
+    BELOW,
+    FAILED,
+    INCOMPLETE,
+    INTERRUPTED,
+    MET,
+    PRUNED,
+    RUNNING,
+    STATUSES,
+    RunRow,
+)
 from mnist_sweep.run.record import RunStatus
 
-if TYPE_CHECKING:
-    from mnist_sweep.compare.runs import RunRow
-
-MET, BELOW = "target met", "below target"
-PRUNED, FAILED, RUNNING = RunStatus.PRUNED.value, RunStatus.FAILED.value, RunStatus.RUNNING.value
-INTERRUPTED = RunStatus.INTERRUPTED.value  # stopped by SIGINT or SIGTERM; resumable
-INCOMPLETE = "incomplete"
-STATUSES = (MET, BELOW, PRUNED, FAILED, INTERRUPTED, RUNNING, INCOMPLETE)
+__all__ = [
+    "BELOW", "FAILED", "INCOMPLETE", "INTERRUPTED", "MET", "PRUNED", "RUNNING", "STATUSES",
+    "classify", "completed", "failure_notes", "sort_and_filter",
+]  # fmt: skip
 
 
 def classify(row: RunRow, target: float | None) -> str:

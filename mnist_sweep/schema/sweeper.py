@@ -5,7 +5,7 @@ checked against the run schema by mnist_sweep/search/space.py."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any, Literal
 
@@ -22,6 +22,24 @@ class Goal(str, Enum):
     SMALLEST = "smallest"  # fewest params whose accuracy holds the target (a constraint)
     ACCURACY = "accuracy"  # the most accurate recipe (optimized_metric), with pruning
     PARETO = "pareto"  # the (params, accuracy) front, two objectives
+
+    @property
+    def directions(self) -> list[str]:
+        """The study's directions: the one place a goal becomes Optuna's objectives."""
+        return _DIRECTIONS[self]
+
+    @classmethod
+    def of(cls, directions: Sequence[Any]) -> Goal:
+        """What a study was looking for, from its directions (Optuna's StudyDirection)."""
+        names = [getattr(d, "name", str(d)).lower() for d in directions]
+        return next((g for g in cls if g.directions == names), cls.SMALLEST)
+
+
+_DIRECTIONS = {
+    Goal.SMALLEST: ["minimize"],  # the parameter count, under the accuracy constraint
+    Goal.ACCURACY: ["maximize"],
+    Goal.PARETO: ["minimize", "maximize"],
+}
 
 
 class Promote(Section):

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -32,6 +32,7 @@ from mnist_sweep.run.record import RunRecord
 from mnist_sweep.schema.sweeper import Goal, Sweeper
 from mnist_sweep.search.pruning import accuracy_of, selection_accuracy, selection_split
 from mnist_sweep.search.seeds import Verdict, verdict
+from mnist_sweep.search.trial_result import TrialResult
 
 log = logging.getLogger(__name__)
 
@@ -49,35 +50,6 @@ def worker_id() -> str:
 def taken(study: optuna.Study) -> list[FrozenTrial]:
     """Finished trials, and running ones: in a shared study other workers' count too."""
     return study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-
-
-def busy_seconds(run_dir: Path, launched: float, returned: float) -> float:
-    """How long a job held its worker: from its launch to its run's last act (the last
-    file it wrote), at most until the launcher returned."""
-    try:
-        ended = max(p.stat().st_mtime for p in run_dir.iterdir())
-    except (OSError, ValueError):  # no folder, or an empty one
-        ended = returned
-    return min(max(ended - launched, 0.0), returned - launched)
-
-
-@dataclass
-class Throughput:
-    """What the workers of this sweep did, for throughput.json."""
-
-    trials: int = 0
-    runs: int = 0
-    seconds: float = 0.0  # job seconds: the time each job held its worker
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add_run(self, seconds: float) -> None:
-        with self.lock:
-            self.runs += 1
-            self.seconds += seconds
-
-    def add_trial(self) -> None:
-        with self.lock:
-            self.trials += 1
 
 
 @dataclass
@@ -107,17 +79,16 @@ class TrialJobs:
         sweep_dir: Path,
         target: float,
         metric: str | None,
-        throughput: Throughput,
-        spare_workers: Callable[[], int] = lambda: 0,
+        n_workers: int = 1,
     ) -> None:
         self.settings = settings
-        self.spare_workers = spare_workers
+        self.n_workers = n_workers
+        self.started = time.monotonic()
         self.configure = configure
         self.new_launcher = new_launcher
         self.sweep_dir = sweep_dir
         self.target = target
         self.metric = metric
-        self.throughput = throughput
         self._local = threading.local()
         self._idx_lock = threading.Lock()
         self._next_idx = 0
@@ -127,6 +98,19 @@ class TrialJobs:
         """The trials this sweep's workers are running now."""
         with self._idx_lock:
             return sorted(self._running)
+
+    def time_left(self) -> float | None:
+        """Seconds until the sweep's timeout, after which no new trial starts (None: none)."""
+        if self.settings.timeout is None:
+            return None
+        return self.settings.timeout - (time.monotonic() - self.started)
+
+    def spare_workers(self, study: optuna.Study) -> int:
+        """Workers with no trial left to start, free to train a running trial's seeds."""
+        left = self.time_left()
+        if (left is None or left > 0) and len(taken(study)) < self.settings.n_trials:
+            return 0
+        return max(self.n_workers - len(self.running()), 0)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -143,18 +127,11 @@ class TrialJobs:
         job) raises."""
         with self._idx_lock:
             idx, self._next_idx = self._next_idx, self._next_idx + len(jobs)
-        run_dirs = [self.sweep_dir / subdir for _, subdir in jobs]
-        launched = time.time()
-        try:
-            rets = self._launcher().launch(
-                [[*overrides, f"hydra.sweep.subdir={subdir}"] for overrides, subdir in jobs],
-                initial_job_idx=idx,
-            )
-        finally:
-            returned = time.time()
-            for run_dir in run_dirs:
-                self.throughput.add_run(busy_seconds(run_dir, launched, returned))
-        return list(zip(rets, run_dirs, strict=True))
+        rets = self._launcher().launch(
+            [[*overrides, f"hydra.sweep.subdir={subdir}"] for overrides, subdir in jobs],
+            initial_job_idx=idx,
+        )
+        return [(ret, self.sweep_dir / subdir) for ret, (_, subdir) in zip(rets, jobs, strict=True)]
 
     # -- the objective ---------------------------------------------------------------------
 
@@ -163,14 +140,12 @@ class TrialJobs:
         self._refuse_surplus(study, trial)
         overrides = list(self.configure(trial))
         subdir = f"trial_{trial.number:03d}"
-        trial.set_user_attr("run_dir", str(self.sweep_dir / subdir))
-        trial.set_user_attr("worker", worker_id())
-        trial.set_user_attr("target_acc", self.target)
-        lost = RetryHeartbeatStaleTrialCallback.retried_trial_number(
-            study.get_trials(deepcopy=False)[trial.number]
-        )
-        if lost is not None:
-            trial.set_user_attr("retry_of", lost)
+        TrialResult(
+            run_dir=str(self.sweep_dir / subdir), worker=worker_id(), target_acc=self.target,
+            retry_of=RetryHeartbeatStaleTrialCallback.retried_trial_number(
+                study.get_trials(deepcopy=False)[trial.number]
+            ),
+        ).save(trial)  # fmt: skip
         with self._idx_lock:
             self._running.add(trial.number)
         try:
@@ -181,10 +156,9 @@ class TrialJobs:
             while self._wants_another(trial, seeds):
                 seeds += self._next_seeds(trial, overrides, subdir, seeds)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM: Optuna records the trial failed
-            trial.set_user_attr("fail_reason", f"interrupted by {interruption(e).signal_name}")
+            TrialResult(fail_reason=f"interrupted by {interruption(e).signal_name}").save(trial)
             raise
         finally:
-            self.throughput.add_trial()
             with self._idx_lock:
                 self._running.discard(trial.number)
         return self._tell(trial, seeds)
@@ -194,7 +168,7 @@ class TrialJobs:
         trial number yields, so the study never holds more than n_trials."""
         if sum(t.number < trial.number for t in taken(study)) >= self.settings.n_trials:
             reason = "surplus: other workers took the study's last trials"
-            trial.set_user_attr("fail_reason", reason)
+            TrialResult(fail_reason=reason).save(trial)
             study.stop()
             raise TrialFailed(reason)
 
@@ -209,7 +183,7 @@ class TrialJobs:
                 raise
             except Exception as e:
                 reason = f"{type(e).__name__}: {first_line(e)}"
-                trial.set_user_attr("fail_reason", reason)
+                TrialResult(fail_reason=reason).save(trial)
                 log.warning("trial %d failed: %s", trial.number, reason)
                 raise TrialFailed(reason) from None
             seeds.append(Seed(int(ret.cfg.trainer.seed), run_dir, RunRecord.load(run_dir)))
@@ -217,12 +191,12 @@ class TrialJobs:
 
     def _pruned(self, trial: Trial, run_dir: Path) -> None:
         """A pruned trial counts as below target at the accuracy it stopped with."""
-        trial.set_user_attr("params", RunRecord.load(run_dir).params)
+        result = TrialResult(params=RunRecord.load(run_dir).params)
         reported = trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values
         if reported and self.settings.goal is Goal.SMALLEST:
-            accuracy = accuracy_of(reported[max(reported)])
-            trial.set_user_attr("selection_acc", accuracy)
-            trial.set_constraint("accuracy", self.target - accuracy)
+            result.selection_acc = accuracy_of(reported[max(reported)])
+            trial.set_constraint("accuracy", self.target - result.selection_acc)
+        result.save(trial)
 
     def _verdict(self, seeds: Sequence[Seed]) -> Verdict:
         return verdict([s.selection_acc for s in seeds], self.target, self.settings.seeds)
@@ -235,24 +209,24 @@ class TrialJobs:
         if not self._verdict(seeds).worth_another(self.settings.seed_margin):
             return False
         rival = self._smallest_held(trial.study)
-        if rival is not None and rival.user_attrs["params"] <= seeds[0].record.params:
+        if rival is not None and rival[1] <= seeds[0].record.params:
             log.info(
                 "trial %d: no more seeds; trial %d already holds with %s params",
-                trial.number, rival.number, f"{rival.user_attrs['params']:,}",
+                trial.number, rival[0], f"{rival[1]:,}",
             )  # fmt: skip
             return False
         return True
 
     @staticmethod
-    def _smallest_held(study: optuna.Study) -> FrozenTrial | None:
-        """The smallest design of the study that holds: a design no smaller cannot change
-        the sweep's answer, so its verdict is not worth a seed."""
+    def _smallest_held(study: optuna.Study) -> tuple[int, int] | None:
+        """The smallest design of the study that holds, (trial, params): a design no
+        smaller cannot change the sweep's answer, so its verdict is not worth a seed."""
         held = [
-            t
+            (t.number, r.params)
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("holds") and "params" in t.user_attrs
+            if (r := TrialResult.of(t)).holds and r.params is not None
         ]
-        return min(held, key=lambda t: t.user_attrs["params"], default=None)
+        return min(held, key=lambda h: h[1], default=None)
 
     def _next_seeds(
         self, trial: Trial, overrides: Sequence[str], subdir: str, seeds: Sequence[Seed]
@@ -261,7 +235,7 @@ class TrialJobs:
         to run (after the timeout, or once the study has its trials): a verdict's seeds
         then use every core instead of one."""
         left = self.settings.seeds - len(seeds)
-        count = max(1, min(left, 1 + self.spare_workers()))
+        count = max(1, min(left, 1 + self.spare_workers(trial.study)))
         new = [seeds[0].seed + len(seeds) + i for i in range(count)]
         log.info(
             "trial %d: %s so far; training seed %s",
@@ -277,20 +251,19 @@ class TrialJobs:
         first = seeds[0].record
         held = self._verdict(seeds)
         mean = held.mean
-        for key, value in {
-            "params": first.params,
-            "test_acc": _mean([s.record.test_acc for s in seeds]),
-            "val_acc": _mean([s.record.val_acc for s in seeds]),
-            "best_test_acc": first.best_test_acc,
-            "selection": selection_split({"val_acc": first.val_acc}),
-            "selection_acc": mean,
-            "seeds": [s.seed for s in seeds],
-            "seed_accs": [s.selection_acc for s in seeds],
-            "seed_test_accs": [s.record.test_acc for s in seeds],
-            "seed_run_dirs": [str(s.run_dir) for s in seeds],
-            "holds": held.holds,
-        }.items():
-            trial.set_user_attr(key, value)
+        TrialResult(
+            params=first.params,
+            test_acc=_mean([s.record.test_acc for s in seeds]),
+            val_acc=_mean([s.record.val_acc for s in seeds]),
+            best_test_acc=first.best_test_acc,
+            selection=selection_split({"val_acc": first.val_acc}),
+            selection_acc=mean,
+            seeds=[s.seed for s in seeds],
+            seed_accs=[s.selection_acc for s in seeds],
+            seed_test_accs=[s.record.test_acc for s in seeds],
+            seed_run_dirs=[str(s.run_dir) for s in seeds],
+            holds=held.holds,
+        ).save(trial)
         goal = self.settings.goal
         log.info(
             "trial %d: %s params, %s%% %s accuracy (%s; target %.2f%%: %s)",

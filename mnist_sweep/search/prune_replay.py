@@ -27,7 +27,9 @@ from mnist_sweep.config import CONF_DIR
 from mnist_sweep.errors import RunRecordError
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
+from mnist_sweep.schema.sweeper import Goal
 from mnist_sweep.search.pruning import build_pruner, error_of, selection_accuracy
+from mnist_sweep.search.trial_result import TrialResult
 
 
 def _finished_runs(dirs: list[Path]) -> list[RunRecord]:
@@ -47,7 +49,8 @@ def replay(pruner_name: str, runs: list[RunRecord], target: float) -> dict[str, 
     """Feed the runs to a fresh study with this pruner; what it would have pruned and saved."""
     pruner_cfg = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "pruner" / f"{pruner_name}.yaml")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", pruner=build_pruner(pruner_cfg))
+    pruner = build_pruner(pruner_cfg)
+    study = optuna.create_study(directions=Goal.SMALLEST.directions, pruner=pruner)
     met = missed = pruned = epochs_run = epochs_all = 0
     for run in runs:
         curve = [selection_accuracy(e.to_dict()) for e in run.epochs]
@@ -55,7 +58,7 @@ def replay(pruner_name: str, runs: list[RunRecord], target: float) -> dict[str, 
         met += final >= target
         epochs_all += len(curve)
         trial = study.ask()
-        trial.set_user_attr("target_acc", target)
+        TrialResult(target_acc=target).save(trial)
         stopped_at = None
         for epoch, accuracy in enumerate(curve, start=1):
             trial.report(error_of(accuracy), step=epoch)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from hydra.utils import instantiate
 from optuna.pruners import BasePruner
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep.run import record
+from mnist_sweep.schema.sweeper import Goal
+from mnist_sweep.search.trial_result import TrialResult
 
 if TYPE_CHECKING:
     from mnist_sweep.run.train import EpochCallback
@@ -44,7 +45,7 @@ def reports_accuracy(study: optuna.Study) -> bool:
     """An accuracy sweep (one objective, maximised) reports accuracy per epoch; the
     smallest-net sweep reports error, so that pruners comparing in the study's direction
     prune the trials learning worst either way."""
-    return len(study.directions) == 1 and study.direction == StudyDirection.MAXIMIZE
+    return Goal.of(study.directions) is Goal.ACCURACY
 
 
 def reported_accuracy(study: optuna.Study, value: float) -> float:
@@ -117,7 +118,7 @@ class ReachablePruner(BasePruner):
         step = trial.last_step
         if step is None or step < self.n_warmup_steps:
             return False
-        target = trial.user_attrs.get("target_acc") or study.user_attrs.get("target_acc")
+        target = TrialResult.of(trial).target_acc or study.user_attrs.get("target_acc")
         gains = []
         for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             curve = done.intermediate_values
@@ -156,8 +157,8 @@ def trial_reporter(hydra_cfg: Any) -> EpochCallback | None:
     def report(metrics: dict[str, Any]) -> None:
         epoch = metrics["epochs"][-1]["epoch"]
         accuracy = selection_accuracy(metrics)
-        if "target_acc" not in trial.user_attrs:  # what ReachablePruner measures against
-            trial.set_user_attr("target_acc", float(metrics["target_acc"]))
+        if TrialResult.of(trial).target_acc is None:  # what ReachablePruner measures against
+            TrialResult(target_acc=float(metrics["target_acc"])).save(trial)
         trial.report(accuracy if reports_accuracy(study) else error_of(accuracy), step=epoch)
         if epoch < metrics["epochs_planned"] and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {accuracy:.2f}% accuracy")

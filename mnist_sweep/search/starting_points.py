@@ -14,6 +14,7 @@ from mnist_sweep import plots
 from mnist_sweep.errors import UserError
 from mnist_sweep.schema.sweeper import Sweeper
 from mnist_sweep.search.storage import display_url
+from mnist_sweep.search.trial_result import TrialResult
 
 
 def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
@@ -23,8 +24,9 @@ def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
     than `top`, the rest of the (params, accuracy) Pareto front, most accurate
     first: the screen's target is a guess at what the short schedule can show.
     """
-    acc = {t.number: t.user_attrs.get("selection_acc", -1.0) for t in trials}
-    met = [t for t in trials if acc[t.number] >= t.user_attrs.get("target_acc", 101.0)]
+    results = {t.number: TrialResult.of(t) for t in trials}
+    acc = {n: _or(r.selection_acc, -1.0) for n, r in results.items()}
+    met = [t for t in trials if acc[t.number] >= _or(results[t.number].target_acc, 101.0)]
     met.sort(key=lambda t: (t.value, -acc[t.number]))
     front = plots.pareto_front(trials, key=lambda t: (t.value, acc[t.number]))
     rest = sorted((t for t in front if t not in met), key=lambda t: -acc[t.number])
@@ -32,6 +34,10 @@ def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
     for t in met + rest:  # the same design tried twice is promoted once
         unique.setdefault(json.dumps(t.params, sort_keys=True, default=str), t)
     return list(unique.values())[:top]
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _points(study: optuna.Study, settings: Sweeper) -> list[dict[str, Any]]:

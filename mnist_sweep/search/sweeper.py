@@ -27,10 +27,9 @@ import hashlib
 import json
 import logging
 import tempfile
-import threading
-import time
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,30 +40,24 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import Trial
 
 from mnist_sweep.errors import ConfigError, UserError, exit_on_user_error, fail, interruption
-from mnist_sweep.run import record
-from mnist_sweep.schema.sweeper import Goal, validate_sweeper
+from mnist_sweep.schema.sweeper import validate_sweeper
 from mnist_sweep.search import report, workers
-from mnist_sweep.search.objective import FINISHED, Throughput, TrialFailed, TrialJobs, taken
+from mnist_sweep.search.objective import FINISHED, TrialJobs, taken
 from mnist_sweep.search.pruning import build_pruner
 from mnist_sweep.search.samplers import bind_grid
 from mnist_sweep.search.space import check_space, parse_space
 from mnist_sweep.search.starting_points import enqueue_starting_points, promoted
 from mnist_sweep.search.storage import display_url, open_storage
+from mnist_sweep.search.winner import Winner
 from mnist_sweep.track import check_store
 
 log = logging.getLogger(__name__)
 
 SAMPLER_TARGETS = ["hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"]
 THROUGHPUT = "throughput.json"
-DIRECTIONS = {
-    Goal.SMALLEST: [StudyDirection.MINIMIZE],
-    Goal.ACCURACY: [StudyDirection.MAXIMIZE],
-    Goal.PARETO: [StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE],
-}
 
 
 def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -> str:
@@ -78,33 +71,6 @@ def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -
     trained = sorted(o for o in task_overrides if not o.lstrip("+~").startswith("logger"))
     text = json.dumps({"overrides": trained, "params": search_space}, sort_keys=True)
     return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-def _optimize_interruptibly(study: optuna.Study, objective: TrialJobs, **kwargs: Any) -> None:
-    """study.optimize, where Ctrl-C ends it at once.
-
-    One worker runs in this thread, where Ctrl-C lands inside the job (the basic
-    launcher trains in this process). Several run in Optuna's thread pool, which would
-    wait for every running job at Ctrl-C; there the pool runs from a daemon thread and
-    this one only waits, so that Ctrl-C reaches the sweep at once.
-    """
-    if kwargs.get("n_jobs", 1) == 1:
-        study.optimize(objective, **kwargs)
-        return
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            study.optimize(objective, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the sweep's thread
-            failed.append(e)
-
-    pool = threading.Thread(target=run, daemon=True)
-    pool.start()
-    while pool.is_alive():
-        pool.join(0.5)
-    if failed:
-        raise failed[0]
 
 
 def _plain(value: Any) -> Any:
@@ -136,19 +102,12 @@ class MnistSweeper(OptunaSweeperImpl):
             )  # fmt: skip
         except ConfigError as e:
             fail(str(e))
-        directions = DIRECTIONS[self.settings.goal]
+        directions = self.settings.goal.directions
         super().__init__(
             instantiate(sampler, _execution_whitelist_=SAMPLER_TARGETS),
-            directions[0] if len(directions) == 1 else [d.name.lower() for d in directions],
-            storage,
-            study_name,
-            n_trials,
-            n_jobs,
-            max_failure_rate,
-            custom_search_space,
-            params,
-        )
-        self.directions = directions
+            directions[0] if len(directions) == 1 else directions,
+            storage, study_name, n_trials, n_jobs, max_failure_rate, custom_search_space, params,
+        )  # fmt: skip
         self.pruner_cfg = pruner
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
@@ -182,20 +141,16 @@ class MnistSweeper(OptunaSweeperImpl):
     def _open_study(self) -> optuna.Study:
         # Heartbeats and the retry callback are "experimental" in Optuna; relied on knowingly.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        settings = self.settings
         storage = open_storage(
-            str(self.storage),
-            self.settings.heartbeat_interval,
-            self.settings.grace_period,
-            workers.retry_callback(self.settings.retry_failed),
-        )
+            str(self.storage), settings.heartbeat_interval, settings.grace_period,
+            workers.retry_callback(settings.retry_failed),
+        )  # fmt: skip
         return optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            sampler=self.sampler,
-            directions=self.directions,
-            pruner=build_pruner(self.pruner_cfg),
+            study_name=self.study_name, storage=storage, sampler=self.sampler,
+            directions=settings.goal.directions, pruner=build_pruner(self.pruner_cfg),
             load_if_exists=True,
-        )
+        )  # fmt: skip
 
     def _new_launcher(self) -> Launcher:
         """A launcher for one worker thread: none of them need be safe to share."""
@@ -225,25 +180,6 @@ class MnistSweeper(OptunaSweeperImpl):
             ) from None
         return distributions, fixed_params, fixed_overrides
 
-    def _write_throughput(self, sweep_dir: Path, n_workers: int, wall: float, done: Throughput):
-        """How busy the workers were: job seconds over workers x the sweep's wall time."""
-        per_hour = (lambda n: round(n * 3600 / wall, 2)) if wall else (lambda n: None)
-        record.write_json(
-            sweep_dir / THROUGHPUT,
-            {
-                "scheduler": "asynchronous",
-                "launcher": type(self.launcher).__name__,
-                "workers": n_workers,
-                "trials": done.trials,
-                "runs": done.runs,
-                "wall_seconds": round(wall, 3),
-                "trial_seconds": round(done.seconds, 3),
-                "utilisation": round(done.seconds / (n_workers * wall), 4) if wall else None,
-                "trials_per_hour": per_hour(done.trials),
-                "runs_per_hour": per_hour(done.runs),
-            },
-        )
-
     # -- the sweep ---------------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
@@ -253,93 +189,24 @@ class MnistSweeper(OptunaSweeperImpl):
 
     def _sweep(self, arguments: list[str]) -> None:
         distributions, fixed_params, fixed_overrides = self._parse_space(arguments)
-        self.sampler, n_trials = bind_grid(self.sampler, distributions, self.n_trials)
-        self.settings = self.settings.model_copy(
-            update={
-                "n_trials": n_trials,
-                "storage": str(self.storage),
-                "study_name": self.study_name,
-            }  # fmt: skip
-        )
-        check_store(self.config.get("logger"))  # once, not once per failing trial
-        study = self._open_study()
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        enqueue_starting_points(study, self.settings, distributions, fixed_params)
-        # A search preset may fix its own target (a screening stage does).
-        target = float(fixed_params.get("target_acc", self.config.target_acc))
-        study.set_user_attr("target_acc", target)  # for the pruners and the report CLI
-        metric = self.config.get("optimized_metric")
-        done = Throughput()
-
-        def configure(trial: Trial) -> Sequence[str]:
-            (job,) = self._configure_trials([trial], distributions, fixed_params, fixed_overrides)
-            return job
-
-        n_workers = self._workers()
-        started = time.monotonic()
-
-        def spare_workers() -> int:
-            """Workers with no trial left to start, free to train a running trial's seeds."""
-            left = self._time_left(started)
-            if (left is None or left > 0) and len(taken(study)) < n_trials:
-                return 0
-            return max(n_workers - len(jobs.running()), 0)
-
-        jobs = TrialJobs(
-            settings=self.settings, configure=configure, new_launcher=self._new_launcher,
-            sweep_dir=sweep_dir, target=target, metric=metric, throughput=done,
-            spare_workers=spare_workers,
-        )  # fmt: skip
-        budget = workers.FailureBudget(self.settings)
-        workers.fail_orphans(study, self.settings.retry_failed)
-        log.info(
-            "study %s (storage %s): %d finished trials kept, %d to run by %d workers; "
-            "sweep folder %s",
-            study.study_name, display_url(self.storage),
-            len(study.get_trials(deepcopy=False, states=FINISHED)),
-            max(n_trials - len(taken(study)), 0), n_workers, sweep_dir,
-        )  # fmt: skip
-        # Optuna logs each caught failure with its traceback; the sweep logs its own line.
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        study, jobs = self._open(distributions, fixed_params, fixed_overrides)
+        since = datetime.now()
         try:
-            while not budget.spent:
-                workers.fail_orphans(study, self.settings.retry_failed)
-                owed = n_trials - len(taken(study))
-                left = self._time_left(started)
-                if left is not None and left <= 0:
-                    log.info("timeout: %.0f s passed; no new trial starts", self.settings.timeout)
-                    break
-                if owed > 0:
-                    _optimize_interruptibly(
-                        study,
-                        jobs,
-                        n_trials=owed,
-                        n_jobs=n_workers,
-                        timeout=left,
-                        catch=(TrialFailed,),
-                        callbacks=[MaxTrialsCallback(n_trials, states=FINISHED), budget],
-                    )
-                    continue
-                if not workers.others_running(study):
-                    break
-                # Other workers' trials may still fail and be owed again: keep watch.
-                time.sleep(min(self.settings.heartbeat_interval, 5))
+            budget = workers.optimize(study, jobs)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (__main__ raises it as Ctrl-C)
             stop = interruption(e)
             for number in jobs.running():  # trials of worker threads the signal did not reach
                 workers.fail_running(study, number, f"interrupted by {stop.signal_name}")
-            report.write(study, sweep_dir, target)
-            self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
+            self._report(study, jobs, since)
             log.error(
                 "interrupted: the study keeps every finished trial; "
                 "re-run the same command to continue %s",
                 study.study_name,
             )
-            if n_workers > 1:
+            if jobs.n_workers > 1:
                 workers.exit_abandoning_jobs(stop.exit_status, stop.line())
             raise
-        self._write_throughput(sweep_dir, n_workers, time.monotonic() - started, done)
-        winner = report.write(study, sweep_dir, target)
+        winner = self._report(study, jobs, since)
         if budget.spent:
             raise UserError(
                 f"stopping the sweep: {budget.failures} of {budget.told} trials failed "
@@ -349,12 +216,49 @@ class MnistSweeper(OptunaSweeperImpl):
         if self.settings.confirm_seeds > 0 and winner.params is not None:
             from mnist_sweep.search.confirm import confirm
 
-            confirm(sweep_dir, self.settings.confirm_seeds)
+            confirm(jobs.sweep_dir, self.settings.confirm_seeds)
 
-    def _time_left(self, started: float) -> float | None:
-        if self.settings.timeout is None:
-            return None
-        return self.settings.timeout - (time.monotonic() - started)
+    def _open(
+        self, distributions: dict, fixed_params: dict, fixed_overrides: list
+    ) -> tuple[optuna.Study, TrialJobs]:
+        """The study, its starting points queued and its orphans failed, and the objective
+        its workers run."""
+        self.sampler, n_trials = bind_grid(self.sampler, distributions, self.n_trials)
+        fixed = {"n_trials": n_trials, "storage": str(self.storage), "study_name": self.study_name}
+        self.settings = self.settings.model_copy(update=fixed)
+        check_store(self.config.get("logger"))  # once, not once per failing trial
+        study = self._open_study()
+        enqueue_starting_points(study, self.settings, distributions, fixed_params)
+        # A search preset may fix its own target (a screening stage does).
+        target = float(fixed_params.get("target_acc", self.config.target_acc))
+        study.set_user_attr("target_acc", target)  # for the pruners and the report CLI
+
+        def configure(trial: Trial) -> Sequence[str]:
+            (job,) = self._configure_trials([trial], distributions, fixed_params, fixed_overrides)
+            return job
+
+        jobs = TrialJobs(
+            settings=self.settings, configure=configure, new_launcher=self._new_launcher,
+            sweep_dir=Path(str(self.config.hydra.sweep.dir)), target=target,
+            metric=self.config.get("optimized_metric"), n_workers=self._workers(),
+        )  # fmt: skip
+        workers.fail_orphans(study, self.settings.retry_failed)
+        log.info(
+            "study %s (storage %s): %d finished trials kept, %d to run by %d workers; "
+            "sweep folder %s",
+            study.study_name, display_url(self.storage),
+            len(study.get_trials(deepcopy=False, states=FINISHED)),
+            max(n_trials - len(taken(study)), 0), jobs.n_workers, jobs.sweep_dir,
+        )  # fmt: skip
+        # Optuna logs each caught failure with its traceback; the sweep logs its own line.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        return study, jobs
+
+    def _report(self, study: optuna.Study, jobs: TrialJobs, since: datetime) -> Winner:
+        """throughput.json and the report (winner.json, CSVs, plots) in the sweep folder."""
+        launcher, path = type(self.launcher).__name__, jobs.sweep_dir / THROUGHPUT
+        workers.write_throughput(study, path, since, jobs.n_workers, launcher)
+        return report.write(study, jobs.sweep_dir, jobs.target)
 
 
 __all__ = ["FINISHED", "MnistSweeper", "derive_study_name", "promoted"]

@@ -1,17 +1,28 @@
-"""winner.json: what a sweep found, declared once and read back typed (by confirm, by
-the report CLI, by anyone scripting over sweeps)."""
+"""winner.json: what a sweep found, picked from Optuna's best trials, declared once and read
+back typed (by confirm, by the report CLI, by anyone scripting over sweeps); beside it
+Hydra's own optimization_results.yaml."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import optuna
+from omegaconf import OmegaConf
+from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mnist_sweep.errors import UserError
 from mnist_sweep.run import record
+from mnist_sweep.schema.sweeper import Goal
+from mnist_sweep.search.pruning import is_feasible
+from mnist_sweep.search.trial_result import TrialResult
+
+log = logging.getLogger(__name__)
 
 WINNER = "winner.json"
+RESULTS = "optimization_results.yaml"
 REWRITE = "write it again with python -m mnist_sweep.search.report --study <its study>"
 
 
@@ -71,3 +82,104 @@ class Winner(BaseModel):
         except ValidationError as e:
             where = ".".join(map(str, e.errors()[0]["loc"]))
             raise UserError(damaged.format(f"{where}: {e.errors()[0]['msg']}")) from None
+
+
+def overrides(trial: FrozenTrial) -> list[str]:
+    """The run's full override list as Hydra saved it, else the sampled parameters."""
+    run_dir = TrialResult.of(trial).run_dir
+    saved = Path(run_dir) / record.HYDRA_OVERRIDES if run_dir else None
+    if saved is not None and saved.is_file():
+        return [str(o) for o in OmegaConf.load(saved)]
+    return [f"{k}={v}" for k, v in trial.params.items()]
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The sweep's answer among Optuna's best trials (`study.best_trials`: the feasible
+    ones in a constrained study, every trial tied at the best value included): smallest,
+    the fewest parameters that hold the target; accuracy, the best value; pareto, the
+    smallest trial on the front that holds it. Ties go to the more accurate trial, then
+    the earlier one (Optuna's `best_trial` would take any of them)."""
+    trials = [(t, TrialResult.of(t)) for t in study.best_trials]
+    trials = [(t, r) for t, r in trials if r.selection_acc is not None]
+    if Goal.of(study.directions) is Goal.PARETO:
+        trials = [(t, r) for t, r in trials if r.holds]
+    best = min(trials, key=lambda tr: (tr[0].values[0], -tr[1].selection_acc, tr[0].number),  # type: ignore[operator]
+               default=None)  # fmt: skip
+    return best[0] if best else None
+
+
+def _accs(accs: list[float]) -> str:
+    return " / ".join(f"{a:.2f}" for a in accs)
+
+
+def _params(trial: FrozenTrial, result: TrialResult) -> int:
+    return int(result.params if result.params is not None else trial.values[0])
+
+
+def winner_of(study: optuna.Study, target: float) -> Winner:
+    """The study's winner.json: its best trial, or a message naming the closest one."""
+    goal = Goal.of(study.directions)
+    complete = [
+        (t, r)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if (r := TrialResult.of(t)).selection_acc is not None
+    ]
+    selection = next((r.selection for _, r in complete if r.selection), "test")
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    base = {
+        "study": study.study_name, "objective": goal.value, "target_acc": target,
+        "selection": selection, "trials": {s.name.lower(): states.count(s) for s in TrialState},
+    }  # fmt: skip
+    if goal is Goal.PARETO:
+        base["front"] = [
+            FrontPoint(trial=t.number, params=_params(t, r), selection_acc=r.selection_acc)
+            for t in study.best_trials
+            if (r := TrialResult.of(t)).selection_acc is not None
+        ]
+    best = best_trial(study)
+    if best is None:
+        hint = ""
+        if complete:
+            t, r = max(complete, key=lambda tr: tr[1].selection_acc)  # type: ignore[arg-type, return-value]
+            accs = _accs(r.seed_accs or [r.selection_acc])  # type: ignore[list-item]
+            hint = f" (closest: trial {t.number}, {accs}% with {_params(t, r):,} params)"
+        return Winner(
+            **base,
+            message=f"no trial reached {target}% (the holds rule){hint}; widen the search space, "
+            "train longer (trainer.epochs), give it more seeds or lower target_acc",
+        )
+    r = TrialResult.of(best)
+    params, seed_accs = _params(best, r), r.seed_accs or [r.selection_acc]
+    if goal is Goal.ACCURACY:
+        message = (
+            f"most accurate trial: {best.number}, {params:,} params, "
+            f"{r.selection_acc:.2f}% final-epoch {selection} accuracy"
+        )
+    else:
+        message = (
+            f"smallest net holding {target}%: trial {best.number}, {params:,} params, "
+            f"final-epoch {selection} accuracy {_accs(seed_accs)}%"
+            + (f" (mean {r.selection_acc:.2f}% over {len(r.seeds)} seeds)" if len(r.seeds) > 1
+               else " (one seed: confirm it on fresh seeds)")
+        )  # fmt: skip
+    return Winner(
+        **base,
+        params=params, test_acc=r.test_acc, val_acc=r.val_acc, selection_acc=r.selection_acc,
+        overrides=overrides(best), run_dir=r.run_dir, trial=best.number, seeds=r.seeds or None,
+        seed_accs=seed_accs, seed_test_accs=r.seed_test_accs or None,
+        holds=is_feasible(best) if r.holds is None else r.holds, message=message,
+    )  # fmt: skip
+
+
+def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
+    """winner.json and Hydra's stock optimization_results.yaml, with the winner as its
+    "best" trial; returns the winner."""
+    winner = winner_of(study, target)
+    winner.save(sweep_dir)
+    best = None if winner.trial is None else study.get_trials(deepcopy=False)[winner.trial]
+    value = None if best is None else best.values[0] if len(best.values) == 1 else best.values
+    results = {"name": "optuna", "best_params": dict(best.params) if best else None,
+               "best_value": value}  # fmt: skip
+    OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS)
+    log.info(winner.message)
+    return winner
