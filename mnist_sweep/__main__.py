@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from mnist_sweep.config import CONF_DIR, check_group_choices
 from mnist_sweep.errors import UserError, fail, out_of_memory
+from mnist_sweep.run.stack_train import train_seeds
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.search.pruning import trial_reporter
@@ -54,6 +55,12 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
     try:
         validate(cfg)  # before any data is read or net built
         _check_sweeper(cfg, hydra_cfg)
+        if cfg.trainer.get("seeds") is not None:  # one stacked job, a run folder per seed
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                raise UserError("trainer.seeds trains a single stacked job; "
+                                "a sweep gives its seeds through hydra.sweeper.seeds")  # fmt: skip
+            train_seeds(cfg, list(cfg.trainer.seeds), hydra_cfg.runtime.output_dir)
+            return {}
         metrics = train(
             cfg,
             hydra_cfg.runtime.output_dir,

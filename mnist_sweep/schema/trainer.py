@@ -7,12 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from mnist_sweep.schema.base import Count, Fraction, NonNegativeInt, OpenFraction, Section
+from mnist_sweep.schema.base import Count, Fraction, NonNegativeInt, OpenFraction, Section, conflict
 
 
 class Trainer(Section):
     epochs: Count
     seed: NonNegativeInt
+    # One stacked copy per seed (run/stack_train.py); null: the single run of `seed`.
+    # Default: configs written before the key existed.
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] | None = None
     label_smoothing: Fraction
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["32", "bf16"]
@@ -20,6 +23,13 @@ class Trainer(Section):
     resume: bool
     channels_last: bool
     threads: Count | None  # null: torch's default
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise conflict("seeds", "a seed is given twice; each copy needs its own seed")
+        return value
 
     @field_validator("precision", mode="before")
     @classmethod
