@@ -22,7 +22,6 @@ from torch import Tensor
 from torch.func import vmap
 
 from mnist_sweep.run.data import augment_batch, augmentation
-from mnist_sweep.run.distill import distillation_loss
 from mnist_sweep.run.fit import sync
 from mnist_sweep.run.record import EpochRow
 from mnist_sweep.run.stack_build import StackedRun
@@ -31,18 +30,31 @@ from mnist_sweep.run.stack_net import StackedNet
 
 
 def loss_function(run: StackedRun) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
-    """(logits (K,B,C), labels (K,B), teacher logits or None) -> each copy's mean loss (K,),
-    by the solo run's own loss functions."""
+    """(logits (K,B,C), labels (K,B), teacher logits or None) -> each copy's mean loss (K,):
+    the solo run's loss (run/distill.py's distillation_loss, or cross-entropy) over the
+    copy axis, written batched because vmap runs kl_div one copy at a time."""
     cfg = run.cfg
     smoothing = float(cfg.trainer.get("label_smoothing", 0.0))
-    if run.teacher is None:
-        return lambda logits, y, _t: vmap(
-            lambda lg, yy: F.cross_entropy(lg, yy, label_smoothing=smoothing)
-        )(logits, y)
-    alpha, temperature = float(cfg.distill.alpha), float(cfg.distill.temperature)
-    return lambda logits, y, t: vmap(
-        lambda lg, yy, tt: distillation_loss(lg, yy, tt, alpha, temperature, smoothing)
-    )(logits, y, t)
+    distill = run.teacher is not None
+    alpha = float(cfg.distill.alpha) if distill else 0.0
+    temperature = float(cfg.distill.temperature) if distill else 1.0
+
+    def losses(logits: Tensor, y: Tensor, teacher: Tensor | None) -> Tensor:
+        k, b = y.shape
+        hard = F.cross_entropy(
+            logits.flatten(0, 1), y.flatten(), label_smoothing=smoothing, reduction="none"
+        ).view(k, b).mean(1)
+        if teacher is None:
+            return hard
+        soft = F.kl_div(
+            F.log_softmax(logits / temperature, dim=-1),
+            F.log_softmax(teacher.float() / temperature, dim=-1),
+            reduction="none",
+            log_target=True,
+        ).sum((1, 2)) / b  # "batchmean": per copy, over its own batch
+        return (1 - alpha) * hard + alpha * temperature**2 * soft
+
+    return losses
 
 
 def teacher_logits(run: StackedRun, x: Tensor) -> Tensor | None:

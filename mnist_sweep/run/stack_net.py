@@ -26,6 +26,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 
+class GlobalMean(nn.Module):
+    """AdaptiveAvgPool2d(1) as a mean: vmap has no batching rule for the pool's backward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean((-2, -1), keepdim=True)
+
+
 class GivenMask(nn.Module):
     """A dropout layer whose (already scaled) mask is handed in before each call."""
 
@@ -65,6 +72,8 @@ class StackedNet(nn.Module):
                     mask = GivenMask()
                     setattr(parent, child_name, mask)
                     self.dropouts.append(mask)
+                elif isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size in (1, (1, 1)):
+                    setattr(parent, child_name, GlobalMean())
         # Kept out of the module tree: it holds no state, only the layout.
         self._skeleton = [skeleton]
 
