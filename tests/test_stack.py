@@ -8,6 +8,8 @@ teacher, elastic distortion and dropout on.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -22,7 +24,7 @@ from mnist_sweep.run.stack_dropout import DropoutLayer, solo_mask
 from mnist_sweep.run.stack_train import seed_dir, train_seeds
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
-from tests.conftest import compose_config, without_timings
+from tests.conftest import compose_config, run_cli, without_timings
 
 SEEDS = [41, 42, 43]
 TINY = {"data.train_subset": 96, "data.batch_size": 32, "trainer.epochs": 2}
@@ -157,3 +159,94 @@ def test_every_copy_diverging_is_one_error(quick_cfg, tmp_path):
     with pytest.raises(TrainingDiverged, match="every copy diverged"):
         train_seeds(cfg, [1, 2], tmp_path)
     assert RunRecord.load(seed_dir(tmp_path, 1)).status is RunStatus.FAILED
+
+
+@pytest.mark.slow
+def test_cli_stacked_run_folders_are_read_by_compare_and_evaluate(tmp_path):
+    args = ["model=tiny", "data.train_subset=128", "data.batch_size=64", "trainer.epochs=2",
+            "trainer.device=cpu", "hydra.run.dir=stack"]  # fmt: skip
+    done = run_cli(*args, "trainer.seeds=[5,6]", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for seed in (5, 6):
+        folder = tmp_path / "stack" / f"seed_{seed}"
+        assert RunRecord.load(folder).seed == seed
+        assert OmegaConf.load(folder / record.HYDRA_CONFIG).trainer.seed == seed
+        checked = run_cli(str(folder), cwd=tmp_path, module="mnist_sweep.evaluate")
+        assert checked.returncode == 0 and "agrees" in checked.stdout, checked.stdout
+    table = run_cli("stack", cwd=tmp_path, module="mnist_sweep.compare")
+    assert table.returncode == 0, table.stderr
+    assert "seed_5" in table.stdout and "seed_6" in table.stdout
+    # A seed folder that lost its checkpoint cannot be resumed: one line says so.
+    (tmp_path / "stack" / "seed_5" / record.CHECKPOINT).unlink()
+    again = run_cli(*args, "trainer.seeds=[5,6]", "trainer.resume=true", cwd=tmp_path)
+    assert again.returncode == 1 and "seed_5/checkpoint.pt" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1, again.stderr
+    bad = run_cli(*args, "trainer.seeds=[5,5]", cwd=tmp_path)
+    assert bad.returncode == 1 and "given twice" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+@pytest.mark.slow
+def test_a_stacked_run_resumes_to_the_same_metrics(quick_cfg, tmp_path):
+    cfg = quick_cfg("model=tiny", "average=ema", **{**TINY, "trainer.epochs": 3})
+    whole = train_seeds(cfg, [1, 2], tmp_path / "a")
+
+    def crash_after_epoch_2(metrics: dict) -> None:
+        if len(metrics[1]["epochs"]) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_seeds(cfg, [1, 2], tmp_path / "b", on_epoch_end=crash_after_epoch_2)
+    assert RunRecord.load(seed_dir(tmp_path / "b", 1)).status is RunStatus.FAILED
+    cfg.trainer.resume = True
+    resumed = train_seeds(cfg, [1, 2], tmp_path / "b")
+    for seed in (1, 2):
+        assert resumed[seed]["status"] == "completed"
+        assert resumed[seed]["resumed_after_epoch"] == 2
+        assert without_timings(resumed[seed]) == without_timings(whole[seed])
+
+
+@pytest.mark.slow
+def test_bench_stack_prints_and_writes_every_k_side_by_side(data_root, tmp_path, capsys):
+    from mnist_sweep.bench.cli import main
+
+    out = tmp_path / "bench.json"
+    sizes = ["--batches", "2", "--repeats", "1", "--warmup", "1", "--device", "cpu"]
+    argv = ["--stack", "1,2", *sizes, "--json", str(out), "model=tiny", f"data.root={data_root}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    rows = {row["path"]: row for row in report["rows"]}
+    assert list(rows) == ["solo", "stacked 1", "stacked 2"]
+    assert rows["solo"]["ratio_to_solo"] == 1.0
+    for row in rows.values():
+        hours = row["copies"] * 3600 / (row["seconds_per_epoch"] * report["epochs"])
+        assert row["trainings_per_hour"] == pytest.approx(hours, rel=0.01)
+        assert f"{row['ratio_to_solo']:.2f}x solo" in printed
+    assert main(["--stack", "0,2"]) == 1  # a bad count is one line
+
+
+def test_cpu_runs_never_take_the_cuda_graph(quick_cfg):
+    from mnist_sweep.run.stack_graph import uses_cuda_graph
+
+    cfg = quick_cfg("model=tiny")
+    assert cfg.trainer.cuda_graph is True
+    assert not uses_cuda_graph(cfg, torch.device("cpu"))
+    assert uses_cuda_graph(cfg, torch.device("cuda"))
+    cfg.trainer.cuda_graph = False
+    assert not uses_cuda_graph(cfg, torch.device("cuda"))
+
+
+def test_schedule_table_is_the_schedulers_own(quick_cfg):
+    from mnist_sweep.run.build import build
+    from mnist_sweep.run.stack_graph import schedule_table
+
+    run = build(quick_cfg("model=tiny", **{"data.train_subset": 320, "data.batch_size": 64}))
+    lrs, momenta = schedule_table(run, run.steps_per_epoch * run.epochs)
+    for t in range(run.steps_per_epoch * run.epochs):
+        group = run.optimizer.param_groups[0]
+        # float32 on the device, as the weights they scale
+        assert lrs[t].item() == pytest.approx(group["lr"], rel=1e-6)
+        assert momenta[t].item() == pytest.approx(group["momentum"], rel=1e-6)
+        run.optimizer.step()
+        run.scheduler.step()

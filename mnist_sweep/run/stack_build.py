@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, open_dict
@@ -113,6 +114,7 @@ class StackedRun:
     params: int
     teacher: nn.Module | None
     dropout_layers: list[DropoutLayer] = field(default_factory=list)
+    graphed: Any = None  # run/stack_graph.py's GraphedTraining, once captured (CUDA only)
 
     def shipped(self) -> StackedNet:
         """The weights every copy evaluates and ships: the average, once it holds any."""

@@ -59,10 +59,13 @@ def _load_average(run: StackedRun, states: list[dict[str, Any]]) -> None:
     assert run.average is not None
     flat = {}
     for key in states[0]["averaged"]:
-        value = _stack([s["averaged"][key] for s in states], run.device)
-        if key.startswith("module."):
-            key = "module." + key.removeprefix("module.").replace(".", "__")
-        flat[key] = value
+        values = [s["averaged"][key] for s in states]
+        if key.startswith("module."):  # every copy's own, 0-d ones too (BatchNorm's count)
+            flat["module." + key.removeprefix("module.").replace(".", "__")] = torch.stack(
+                [v.to(run.device) for v in values]
+            )
+        else:  # the count of updates, shared
+            flat[key] = _stack(values, run.device)
     run.average.load_state_dict({"averaged": flat, "step": states[0]["step"]})
 
 

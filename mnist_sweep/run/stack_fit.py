@@ -23,47 +23,13 @@ from torch.func import vmap
 
 from mnist_sweep.run.data import augment_batch, augmentation
 from mnist_sweep.run.fit import sync
+from mnist_sweep.run.optim import steps_per_epoch
 from mnist_sweep.run.record import EpochRow
 from mnist_sweep.run.stack_build import StackedRun
 from mnist_sweep.run.stack_dropout import draw
+from mnist_sweep.run.stack_graph import GraphedTraining, uses_cuda_graph
+from mnist_sweep.run.stack_loss import loss_function, teacher_logits
 from mnist_sweep.run.stack_net import StackedNet
-
-
-def loss_function(run: StackedRun) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
-    """(logits (K,B,C), labels (K,B), teacher logits or None) -> each copy's mean loss (K,):
-    the solo run's loss (run/distill.py's distillation_loss, or cross-entropy) over the
-    copy axis, written batched because vmap runs kl_div one copy at a time."""
-    cfg = run.cfg
-    smoothing = float(cfg.trainer.get("label_smoothing", 0.0))
-    distill = run.teacher is not None
-    alpha = float(cfg.distill.alpha) if distill else 0.0
-    temperature = float(cfg.distill.temperature) if distill else 1.0
-
-    def losses(logits: Tensor, y: Tensor, teacher: Tensor | None) -> Tensor:
-        k, b = y.shape
-        hard = F.cross_entropy(
-            logits.flatten(0, 1), y.flatten(), label_smoothing=smoothing, reduction="none"
-        ).view(k, b).mean(1)
-        if teacher is None:
-            return hard
-        soft = F.kl_div(
-            F.log_softmax(logits / temperature, dim=-1),
-            F.log_softmax(teacher.float() / temperature, dim=-1),
-            reduction="none",
-            log_target=True,
-        ).sum((1, 2)) / b  # "batchmean": per copy, over its own batch
-        return (1 - alpha) * hard + alpha * temperature**2 * soft
-
-    return losses
-
-
-def teacher_logits(run: StackedRun, x: Tensor) -> Tensor | None:
-    """The teacher's logits for every copy's batch, in one pass (it is in eval mode, so
-    each image's logits are its own)."""
-    if run.teacher is None:
-        return None
-    with torch.no_grad():
-        return run.teacher(x.flatten(0, 1)).view(*x.shape[:2], -1)
 
 
 def augmented(run: StackedRun, x: Tensor, augment: dict[str, float] | None) -> Tensor:
@@ -91,7 +57,7 @@ def train_epoch_stacked(run: StackedRun) -> tuple[list[float], list[float]]:
     )
     loss_sum = torch.zeros(len(run.copies), device=device)
     correct = torch.zeros(len(run.copies), device=device, dtype=torch.long)
-    for i in range(run.steps_per_epoch):
+    for i in range(steps_per_epoch(n, batch_size)):
         idx = perms[:, i * batch_size : (i + 1) * batch_size]
         x, y = augmented(run, data.train_x[idx], augment), data.train_y[idx]
         masks = draw(
@@ -156,7 +122,12 @@ def fit_epoch_stacked(run: StackedRun, epoch: int) -> tuple[list[EpochRow | None
     and each copy's train loss (a diverged copy's says how)."""
     sync(run.device)
     t0 = time.perf_counter()
-    train_loss, train_acc = train_epoch_stacked(run)
+    if uses_cuda_graph(run.cfg, run.device):
+        if run.graphed is None:
+            run.graphed = GraphedTraining(run)
+        train_loss, train_acc = run.graphed.train_epoch(run)
+    else:
+        train_loss, train_acc = train_epoch_stacked(run)
     sync(run.device)
     seconds = time.perf_counter() - t0
     shipped, data, bs = run.shipped(), run.data, run.eval_batch_size

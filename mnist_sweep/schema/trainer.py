@@ -16,6 +16,7 @@ class Trainer(Section):
     # One stacked copy per seed (run/stack_train.py); null: the single run of `seed`.
     # Default: configs written before the key existed.
     seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] | None = None
+    cuda_graph: bool = True  # stacked runs on CUDA only; CPU runs are always eager
     label_smoothing: Fraction
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["32", "bf16"]
