@@ -250,3 +250,27 @@ def test_schedule_table_is_the_schedulers_own(quick_cfg):
         assert momenta[t].item() == pytest.approx(group["momentum"], rel=1e-6)
         run.optimizer.step()
         run.scheduler.step()
+
+
+def test_the_graphed_step_is_the_eager_step(quick_cfg, float64):
+    # The step a CUDA graph captures, run eagerly here: its own SGD, schedule table and
+    # average must do what torch's SGD, the scheduler and AveragedModel do. Without
+    # dropout and augmentation, whose numbers it draws from the CUDA generator.
+    from mnist_sweep.run.stack_build import build_stacked
+    from mnist_sweep.run.stack_fit import train_epoch_stacked
+    from mnist_sweep.run.stack_graph import GraphedTraining
+
+    cfg = quick_cfg("model=tiny", "average=ema", "dropout=none", "data.augment.strength=0",
+                    "optimizer.weight_decay=0.01", **{**TINY, "data.train_subset": 80})  # fmt: skip
+    eager, graphed = build_stacked(cfg, [1, 2]), build_stacked(cfg, [1, 2])
+    replayed = GraphedTraining(graphed)
+    for _ in range(2):  # 80 images of 32: two full batches and a partial one per epoch
+        (loss_a, acc_a), (loss_b, acc_b) = train_epoch_stacked(eager), replayed.train_epoch(graphed)
+        assert loss_a == pytest.approx(loss_b, rel=1e-9) and acc_a == acc_b
+    for a, b in [(eager.net, graphed.net), (eager.shipped(), graphed.shipped())]:
+        _tensors_close(a.state_dict(), b.state_dict(), "net")
+    _tensors_close(eager.optimizer.state_dict()["state"], graphed.optimizer.state_dict()["state"],
+                   "optimizer")  # fmt: skip
+    assert eager.scheduler.state_dict() == graphed.scheduler.state_dict()
+    assert eager.average.step == graphed.average.step
+    assert int(eager.average.averaged.n_averaged) == int(graphed.average.averaged.n_averaged)

@@ -161,8 +161,8 @@ class GraphedTraining:
                 for a, c in zip(self._averaged(), live, strict=True):
                     if a.is_floating_point():
                         a.add_((c - a) * w)
-                    else:  # BatchNorm's batch count: not an average
-                        a.copy_(c)
+                    else:  # BatchNorm's batch count, averaged and truncated as AveragedModel does
+                        a.copy_(a * (1 - w) + c * w)
             self.loss_sum += losses.detach() * width
             self.correct += (logits.argmax(-1) == y).sum(1)
             self.step += 1
@@ -202,11 +202,11 @@ class GraphedTraining:
         self.alive.copy_(run.alive())
         self.loss_sum.zero_()
         self.correct.zero_()
-        if self.graph is None:
+        if self.graph is None and run.device.type == "cuda":
             self._capture()
         self.i.zero_()
-        for _ in range(full):
-            self.graph.replay()
+        for _ in range(full):  # elsewhere (a test on a CPU) the same step, eagerly
+            self.graph.replay() if self.graph is not None else self._step(self.batch)
         if rest:
             self._step(rest)
         steps = full + (1 if rest else 0)
