@@ -133,6 +133,7 @@ def test_bad_seeds_are_one_line():
             validate(compose_config([override]))
 
 
+@pytest.mark.slow
 def test_a_diverged_copy_is_recorded_and_the_others_go_on(quick_cfg, tmp_path, monkeypatch):
     cfg = quick_cfg("model=tiny", **TINY)
     from mnist_sweep.run import stack_fit
@@ -154,6 +155,7 @@ def test_a_diverged_copy_is_recorded_and_the_others_go_on(quick_cfg, tmp_path, m
     assert RunRecord.load(seed_dir(tmp_path, 2)).status is RunStatus.FAILED
 
 
+@pytest.mark.slow
 def test_every_copy_diverging_is_one_error(quick_cfg, tmp_path):
     cfg = quick_cfg("model=tiny", "dropout=none", **TINY, **{"optimizer.lr": 1e30})
     with pytest.raises(TrainingDiverged, match="every copy diverged"):
@@ -235,6 +237,8 @@ def test_cpu_runs_never_take_the_cuda_graph(quick_cfg):
     assert uses_cuda_graph(cfg, torch.device("cuda"))
     cfg.trainer.cuda_graph = False
     assert not uses_cuda_graph(cfg, torch.device("cuda"))
+    adam = quick_cfg("model=tiny", "optimizer=adam")  # its update is not written out
+    assert not uses_cuda_graph(adam, torch.device("cuda"))
 
 
 def test_schedule_table_is_the_schedulers_own(quick_cfg):
@@ -252,6 +256,7 @@ def test_schedule_table_is_the_schedulers_own(quick_cfg):
         run.scheduler.step()
 
 
+@pytest.mark.slow
 def test_the_graphed_step_is_the_eager_step(quick_cfg, float64):
     # The step a CUDA graph captures, run eagerly here: its own SGD, schedule table and
     # average must do what torch's SGD, the scheduler and AveragedModel do. Without

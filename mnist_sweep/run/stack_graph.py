@@ -39,11 +39,15 @@ from mnist_sweep.run.stack_loss import loss_function, teacher_logits
 
 log = logging.getLogger(__name__)
 
+SGD = "torch.optim.SGD"  # the one optimizer whose update the graph carries
+
 
 def uses_cuda_graph(cfg: DictConfig, device: torch.device) -> bool:
-    """Whether a stacked run replays its step as a CUDA graph: on CUDA, unless
-    trainer.cuda_graph=false. CPU runs keep the eager step."""
-    return device.type == "cuda" and bool(cfg.trainer.get("cuda_graph", True))
+    """Whether a stacked run replays its step as a CUDA graph: on CUDA with SGD (the update
+    written out below), unless trainer.cuda_graph=false. CPU runs keep the eager step."""
+    if device.type != "cuda" or not bool(cfg.trainer.get("cuda_graph", True)):
+        return False
+    return str(cfg.optimizer.get("_target_")) == SGD and not cfg.optimizer.get("dampening")
 
 
 def schedule_table(run: StackedRun | Run, total: int) -> tuple[Tensor, Tensor]:
@@ -189,6 +193,7 @@ class GraphedTraining:
         with torch.cuda.graph(self.graph):
             self._step(self.batch)
         self.i.zero_()  # capture records the step but does not run it
+        log.info("the step of %d copies is captured as one CUDA graph", len(self.run.copies))
 
     def train_epoch(self, run: StackedRun) -> tuple[list[float], list[float]]:
         """One epoch of every live copy; each copy's (mean loss, accuracy %), as
