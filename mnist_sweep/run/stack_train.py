@@ -150,6 +150,8 @@ def _train_seeds(
     def live() -> list[_Seed]:
         return [r for r, c in zip(runs, stacked.copies, strict=True) if c.alive]
 
+    if not live():  # a resumed stack whose every copy had diverged
+        raise TrainingDiverged(f"every seed of {run_dir} diverged; there is nothing to resume")
     for r in live():
         save(r, RunStatus.RUNNING)
     try:
