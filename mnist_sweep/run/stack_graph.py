@@ -9,10 +9,12 @@ launch. What changes between steps lives on the device, so the graph reads it:
   every step, computed up front by stepping the configured scheduler on a
   stand-in optimizer) and the weight average's per-step weight;
 - each copy's permutation for the epoch, drawn before the replays from the
-  copy's own generator, as its solo run draws it;
+  copy's own generator (the first epoch's is its solo run's; after that the
+  generator has not made the solo run's augmentation draws, so the orders differ);
 - augmentation and dropout numbers, drawn inside the graph from the CUDA
   generator (graph-safe: each replay advances its offset), per image and per
-  copy: the same distributions as a solo run, not its numbers;
+  copy: the same distributions as a solo run, not its numbers, and not saved
+  per copy, so a resumed graphed run does not redraw an uninterrupted one's;
 - the epoch's loss and accuracy sums, read once when the epoch ends.
 
 SGD (torch's formula: weight decay, momentum, Nesterov) is written out here so
