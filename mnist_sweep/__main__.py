@@ -21,9 +21,11 @@ from mnist_sweep.errors import (
     out_of_memory,
     sigterm_interrupts,
 )
+from mnist_sweep.run import record
+from mnist_sweep.run.stack_train import train_seeds
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
-from mnist_sweep.search.pruning import trial_reporter
+from mnist_sweep.search.pruning import stack_reporter, trial_reporter
 from mnist_sweep.track import run_labels
 
 STOCK_OPTUNA = "hydra_plugins.hydra_optuna_sweeper"
@@ -63,6 +65,21 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
     try:
         validate(cfg)  # before any data is read or net built
         _check_sweeper(cfg, hydra_cfg)
+        if cfg.trainer.get("seeds") is not None:  # one stacked job, a run folder per seed
+            trial_job = hydra_cfg.job.get(record.SWEEP_TRIAL) is not None  # the sweep stacks
+            if hydra_cfg.mode == RunMode.MULTIRUN and not trial_job:
+                raise UserError(
+                    "trainer.seeds trains a single stacked job; "
+                    "a sweep gives its seeds through hydra.sweeper.seeds"
+                )
+            train_seeds(
+                cfg,
+                list(cfg.trainer.seeds),
+                hydra_cfg.runtime.output_dir,
+                on_epoch_end=stack_reporter(hydra_cfg),
+                labels=run_labels(hydra_cfg),
+            )
+            return {}
         metrics = train(
             cfg,
             hydra_cfg.runtime.output_dir,

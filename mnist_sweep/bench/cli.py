@@ -20,6 +20,12 @@ speed (default)
     one small pruned sweep of unequal trials through the joblib launcher (see
     mnist_sweep/bench/sweep.py); prints its utilisation (job seconds over
     workers x wall) and trials per hour.
+--stack 1,10,50
+    K seeds of the config trained as one stacked run (trainer.seeds), for
+    each K, against one solo run, in interleaved rounds: seconds per epoch,
+    trainings per hour and the ratio to the solo run; writes --json (see
+    mnist_sweep/bench/stack.py). --stand-in-teacher times a config whose
+    teacher folder is missing with an untrained stand-in (bench/stand_in.py).
 --accuracy
     one epoch on a training subset by each path, from the same initial weights,
     in the same batch order, without augmentation: the two test accuracies must
@@ -78,6 +84,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="time the project path under each quoted set of overrides against the config "
         "as given (no reference path), e.g. 'trainer.channels_last=false'",
     )
+    mode.add_argument(
+        "--stack",
+        metavar="K,K,...",
+        help="train K seeds as one stacked run, for each K, against one solo run",
+    )
+    p.add_argument(
+        "--json", type=Path, default=Path("bench-stack.json"), help="--stack: the report file"
+    )
+    p.add_argument(
+        "--stand-in-teacher",
+        action="store_true",
+        help="--stack: time with an untrained stand-in teacher when distill.teacher is missing",
+    )
     p.add_argument("--batches", type=int, default=50, help="timed batches per path and round")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (a, b, a, b, ...)")
     p.add_argument("--warmup", type=int, default=5, help="untimed batches per path first")
@@ -126,7 +145,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> DictConfig:
     """Options first, then the positional overrides, then `extra`; the later win."""
     overrides = [f"trainer.device={args.device}", "trainer.progress=false"]
-    model = args.model or (None if args.time_to_target else SPEED_MODEL)
+    model = args.model or (None if args.time_to_target or args.stack else SPEED_MODEL)
     if model:
         overrides.append(f"model={model}")
     if args.data_root:
@@ -159,6 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.accuracy:
             return 0 if run_accuracy(args, cfg, device) else 1
+        if args.stack:
+            from mnist_sweep.bench.stack import run_stack
+            from mnist_sweep.bench.stand_in import needs_stand_in, with_stand_in_teacher
+
+            with tempfile.TemporaryDirectory(prefix="bench_teacher_") as tmp:
+                if args.stand_in_teacher and needs_stand_in(cfg):
+                    cfg = with_stand_in_teacher(cfg, Path(tmp))
+                run_stack(args, cfg, args.json)
+            return 0
         if args.variants:
             variants = {v: build_config(args, shlex.split(v)) for v in args.variants}
             run_variants(args, cfg, variants)

@@ -11,6 +11,8 @@ from mnist_sweep.run import record
 
 
 def is_run_dir(path: Path) -> bool:
+    if (path / record.STACK).is_file():  # a stacked run's folder: Hydra's files, its runs inside
+        return False
     return (path / record.METRICS).is_file() or (path / record.HYDRA_OVERRIDES).is_file()
 
 

@@ -32,7 +32,7 @@ Autocast = Callable[[], contextlib.AbstractContextManager]
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(
             "trainer.device=cuda but no CUDA device is available; use trainer.device=cpu"
         )

@@ -25,6 +25,7 @@ from mnist_sweep.run.build import Run
 # change how a run is executed, not what it computes.
 MAY_CHANGE = {
     "trainer.resume", "trainer.progress", "trainer.device", "trainer.threads",
+    "trainer.cuda_graph",
     "data.root", "data.download", "data.verify", "data.eval_batch_size",
 }  # fmt: skip
 

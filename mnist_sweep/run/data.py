@@ -214,8 +214,10 @@ def elastic_displacement(
                      padding=(radius, 0), groups=2)  # fmt: skip
     field = F.conv2d(field, kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1),
                      padding=(0, radius), groups=2)  # fmt: skip
-    # Pixels to grid units: the grid spans 2 over the image's side.
-    scale = torch.tensor([2 / w, 2 / h], device=x.device, dtype=x.dtype)
+    # Pixels to grid units: the grid spans 2 over the image's side. Filled, not copied
+    # from a host list: a CUDA graph (run/stack_graph.py) cannot capture a host copy.
+    scale = torch.full((2,), 2 / w, device=x.device, dtype=x.dtype)
+    scale[1:].fill_(2 / h)
     return field.permute(0, 2, 3, 1) * alpha * scale
 
 

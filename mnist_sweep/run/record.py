@@ -54,6 +54,9 @@ METRICS = "metrics.json"
 SUMMARY = "model_summary.txt"
 CHECKPOINT = "checkpoint.pt"
 CURVES = "curves.png"
+# A stacked run's own folder (trainer.seeds, run/stack_train.py) holds no run: it lists
+# its seeds' run folders, <folder>/seed_<s>/, in this file.
+STACK = "stack.json"
 HYDRA_DIR = Path(".hydra")
 HYDRA_CONFIG = HYDRA_DIR / "config.yaml"  # the composed config the run trained with
 HYDRA_OVERRIDES = HYDRA_DIR / "overrides.yaml"  # the command line's task overrides

@@ -56,6 +56,8 @@ class Sweeper(Section):
     objective: Literal["smallest", "accuracy", "pareto"]
     seeds: Count  # seeds a design may be trained on before its verdict
     seed_margin: NonNegative  # points below the target at which a design stops earning seeds
+    # A trial's seeds as one stacked job (search/stacking.py); null: on a GPU only.
+    stack_seeds: bool | None = None
     timeout: Positive | None  # seconds after which no new trial starts
     confirm_seeds: NonNegativeInt
     heartbeat_interval: Count  # seconds

@@ -7,19 +7,31 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from mnist_sweep.schema.base import Count, Fraction, NonNegativeInt, OpenFraction, Section
+from mnist_sweep.schema.base import Count, Fraction, NonNegativeInt, OpenFraction, Section, conflict
 
 
 class Trainer(Section):
     epochs: Count
     seed: NonNegativeInt
+    # One stacked copy per seed (run/stack_train.py); null: the single run of `seed`.
+    # Default: configs written before the key existed.
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] | None = None
+    cuda_graph: bool = True  # stacked runs on CUDA only; CPU runs are always eager
     label_smoothing: Fraction
-    device: Literal["auto", "cpu", "cuda"]
+    # cuda:N: the sweep gives each worker its own GPU on a machine with several.
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
     precision: Literal["32", "bf16"]
     progress: bool
     resume: bool
     channels_last: bool
     threads: Count | None  # null: torch's default
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise conflict("seeds", "a seed is given twice; each copy needs its own seed")
+        return value
 
     @field_validator("precision", mode="before")
     @classmethod

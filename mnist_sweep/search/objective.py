@@ -28,8 +28,10 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_sweep.errors import first_line, interruption
 from mnist_sweep.run import record
-from mnist_sweep.run.record import RunRecord
+from mnist_sweep.run.record import RunRecord, RunStatus
+from mnist_sweep.run.stack_train import seed_dir
 from mnist_sweep.schema.sweeper import Goal, Sweeper
+from mnist_sweep.search import stacking
 from mnist_sweep.search.pruning import accuracy_of, selection_accuracy, selection_split
 from mnist_sweep.search.seeds import Verdict, verdict
 from mnist_sweep.search.trial_result import TrialResult
@@ -62,6 +64,8 @@ class Seed:
 
     @property
     def selection_acc(self) -> float:
+        if self.record.status is not RunStatus.COMPLETED:
+            return 0.0  # a stacked copy that diverged: the design failed on this seed
         return selection_accuracy(
             {"val_acc": self.record.val_acc, "test_acc": self.record.test_acc}
         )
@@ -80,9 +84,15 @@ class TrialJobs:
         target: float,
         metric: str | None,
         n_workers: int = 1,
+        stack: bool = False,
+        default_seed: int = 0,
+        gpus: int = 0,
     ) -> None:
         self.settings = settings
         self.n_workers = n_workers
+        self.stack = stack  # a trial's seeds as one stacked job (search/stacking.py)
+        self.default_seed = default_seed
+        self.gpus = gpus  # > 1: each worker thread trains on a GPU of its own
         self.started = time.monotonic()
         self.configure = configure
         self.new_launcher = new_launcher
@@ -92,6 +102,7 @@ class TrialJobs:
         self._local = threading.local()
         self._idx_lock = threading.Lock()
         self._next_idx = 0
+        self._next_gpu = 0
         self._running: set[int] = set()
 
     def running(self) -> list[int]:
@@ -119,16 +130,26 @@ class TrialJobs:
             self._local.launcher = self.new_launcher()
         return self._local.launcher
 
-    def _launch(
-        self, jobs: Sequence[tuple[Sequence[str], str]]
-    ) -> list[tuple[JobReturn, Path]]:
+    def _gpu(self) -> list[str]:
+        """On a machine with several GPUs, this worker thread's own (one worker per GPU)."""
+        if self.gpus <= 1:
+            return []
+        if not hasattr(self._local, "gpu"):
+            with self._idx_lock:
+                self._local.gpu, self._next_gpu = self._next_gpu, self._next_gpu + 1
+        return [f"trainer.device=cuda:{self._local.gpu % self.gpus}"]
+
+    def _launch(self, jobs: Sequence[tuple[Sequence[str], str]]) -> list[tuple[JobReturn, Path]]:
         """Run jobs (overrides, subdir) side by side to their end; each one's return and
         run folder. A launcher that lost a job (a killed joblib worker, a cancelled SLURM
         job) raises."""
         with self._idx_lock:
             idx, self._next_idx = self._next_idx, self._next_idx + len(jobs)
         rets = self._launcher().launch(
-            [[*overrides, f"hydra.sweep.subdir={subdir}"] for overrides, subdir in jobs],
+            [
+                [*overrides, *self._gpu(), f"hydra.sweep.subdir={subdir}"]
+                for overrides, subdir in jobs
+            ],
             initial_job_idx=idx,
         )
         return [(ret, self.sweep_dir / subdir) for ret, (_, subdir) in zip(rets, jobs, strict=True)]
@@ -152,7 +173,10 @@ class TrialJobs:
             # The job's one link to its trial: an override in Hydra's own job settings,
             # read by __main__ (and kept in the run's .hydra/hydra.yaml).
             link = f"++hydra.job.{record.SWEEP_TRIAL}={trial.number}"
-            seeds = self._run(trial, [([*overrides, link], subdir)])
+            if self.stack:
+                seeds = self._run_stacked(trial, [*overrides, link], subdir)
+            else:
+                seeds = self._run(trial, [([*overrides, link], subdir)])
             while self._wants_another(trial, seeds):
                 seeds += self._next_seeds(trial, overrides, subdir, seeds)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM: Optuna records the trial failed
@@ -175,19 +199,34 @@ class TrialJobs:
     def _run(self, trial: Trial, jobs: Sequence[tuple[Sequence[str], str]]) -> list[Seed]:
         seeds = []
         for ret, run_dir in self._launch(jobs):
-            try:
-                ret.return_value  # noqa: B018 - raises the job's own exception
-            except optuna.TrialPruned as e:
-                self._pruned(trial, run_dir)
-                log.info("trial %d: %s", trial.number, e)
-                raise
-            except Exception as e:
-                reason = f"{type(e).__name__}: {first_line(e)}"
-                TrialResult(fail_reason=reason).save(trial)
-                log.warning("trial %d failed: %s", trial.number, reason)
-                raise TrialFailed(reason) from None
+            self._check(trial, ret, run_dir)
             seeds.append(Seed(int(ret.cfg.trainer.seed), run_dir, RunRecord.load(run_dir)))
         return seeds
+
+    def _run_stacked(self, trial: Trial, overrides: Sequence[str], subdir: str) -> list[Seed]:
+        """Every seed of the trial in one stacked job, pruned on their mean; a seed folder
+        each (run/stack_train.py). A copy that diverged counts as a seed at 0%."""
+        first = stacking.first_seed(overrides, self.default_seed)
+        numbers = [first + i for i in range(self.settings.seeds)]
+        job = stacking.stacked_overrides(overrides, numbers)
+        ((ret, run_dir),) = self._launch([(job, subdir)])
+        folders = [seed_dir(run_dir, n) for n in numbers]
+        self._check(trial, ret, folders[0])
+        return [Seed(n, d, RunRecord.load(d)) for n, d in zip(numbers, folders, strict=True)]
+
+    def _check(self, trial: Trial, ret: JobReturn, run_dir: Path) -> None:
+        """Raise what the job raised: TrialPruned as is, anything else as TrialFailed."""
+        try:
+            ret.return_value  # noqa: B018 - raises the job's own exception
+        except optuna.TrialPruned as e:
+            self._pruned(trial, run_dir)
+            log.info("trial %d: %s", trial.number, e)
+            raise
+        except Exception as e:
+            reason = f"{type(e).__name__}: {first_line(e)}"
+            TrialResult(fail_reason=reason).save(trial)
+            log.warning("trial %d failed: %s", trial.number, reason)
+            raise TrialFailed(reason) from None
 
     def _pruned(self, trial: Trial, run_dir: Path) -> None:
         """A pruned trial counts as below target at the accuracy it stopped with."""

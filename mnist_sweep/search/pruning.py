@@ -8,6 +8,7 @@ the study's direction, prunes the trials that are learning worst.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -164,3 +165,18 @@ def trial_reporter(hydra_cfg: Any) -> EpochCallback | None:
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {accuracy:.2f}% accuracy")
 
     return report
+
+
+def stack_reporter(hydra_cfg: Any) -> Callable[[dict[int, dict[str, Any]]], None] | None:
+    """`trial_reporter` for a trial whose seeds train stacked: each epoch it reports the
+    live seeds' mean, so the design is pruned on its mean, not on one seed's luck."""
+    report = trial_reporter(hydra_cfg)
+    if report is None:
+        return None
+
+    def report_mean(per_seed: dict[int, dict[str, Any]]) -> None:
+        runs = list(per_seed.values())
+        mean = sum(selection_accuracy(m) for m in runs) / len(runs)
+        report({**runs[0], f"{selection_split(runs[0])}_acc": mean})
+
+    return report_mean

@@ -106,7 +106,9 @@ def front_results(rows: list[dict[str, Any]], winner: int | None) -> list[plots.
     """Every completed trial for the Pareto plot: feasible ones apart, the winner labelled."""
     return [
         plots.Result(
-            r["params"], r["selection_acc"], "target met" if r["feasible"] else "below target",
+            r["params"],
+            r["selection_acc"],
+            "target met" if r["feasible"] else "below target",
             f"winner: {r['params']:,}" if r["trial"] == winner else None,
         )  # fmt: skip
         for r in rows

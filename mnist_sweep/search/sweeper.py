@@ -44,7 +44,7 @@ from optuna.trial import Trial
 
 from mnist_sweep.errors import ConfigError, UserError, exit_on_user_error, fail, interruption
 from mnist_sweep.schema.sweeper import validate_sweeper
-from mnist_sweep.search import report, workers
+from mnist_sweep.search import report, stacking, workers
 from mnist_sweep.search.objective import FINISHED, TrialJobs, taken
 from mnist_sweep.search.pruning import build_pruner
 from mnist_sweep.search.samplers import bind_grid
@@ -58,6 +58,12 @@ log = logging.getLogger(__name__)
 
 SAMPLER_TARGETS = ["hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"]
 THROUGHPUT = "throughput.json"
+
+
+def cuda_devices() -> int:
+    import torch  # only a sweep that trains needs it, and only here
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -> str:
@@ -237,11 +243,19 @@ class MnistSweeper(OptunaSweeperImpl):
             (job,) = self._configure_trials([trial], distributions, fixed_params, fixed_overrides)
             return job
 
+        device, gpus = str(self.config.trainer.device), cuda_devices()
+        stack = stacking.stacks_seeds(device, self.settings.seeds, gpus, self.settings.stack_seeds)
         jobs = TrialJobs(
             settings=self.settings, configure=configure, new_launcher=self._new_launcher,
             sweep_dir=Path(str(self.config.hydra.sweep.dir)), target=target,
-            metric=self.config.get("optimized_metric"), n_workers=self._workers(),
+            metric=self.config.get("optimized_metric"),
+            n_workers=stacking.gpu_workers(self._workers(), device, gpus),
+            stack=stack,
+            default_seed=int(self.config.trainer.seed),
+            gpus=gpus if device in ("auto", "cuda") else 0,
         )  # fmt: skip
+        if stack:
+            log.info("each trial trains its %d seeds as one stacked job", self.settings.seeds)
         workers.fail_orphans(study, self.settings.retry_failed)
         log.info(
             "study %s (storage %s): %d finished trials kept, %d to run by %d workers; "

@@ -1,0 +1,64 @@
+"""Where a sweep's seeds train: stacked on a GPU, one by one on a CPU; one worker per GPU."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from mnist_sweep.run.record import RunRecord, RunStatus
+from mnist_sweep.search.stacking import first_seed, gpu_workers, stacked_overrides, stacks_seeds
+from mnist_sweep.search.trial_result import TrialResult
+from tests.conftest import SWEEP, run_cli
+from tests.test_sweep import _study
+
+
+def test_seeds_stack_on_a_gpu_and_go_one_by_one_on_a_cpu():
+    assert stacks_seeds("auto", 10, cuda_devices=1)
+    assert stacks_seeds("cuda", 10, cuda_devices=1)
+    assert not stacks_seeds("auto", 10, cuda_devices=0)  # a CPU: the lazy verdict
+    assert not stacks_seeds("cpu", 10, cuda_devices=2)
+    assert not stacks_seeds("cuda", 1, cuda_devices=1)  # one seed: nothing to stack
+    assert stacks_seeds("cpu", 3, cuda_devices=0, asked=True)  # hydra.sweeper.stack_seeds
+    assert not stacks_seeds("cuda", 3, cuda_devices=1, asked=False)
+
+
+def test_a_worker_owns_a_whole_gpu():
+    assert gpu_workers(2, "cuda", cuda_devices=1) == 1
+    assert gpu_workers(4, "auto", cuda_devices=2) == 2
+    assert gpu_workers(2, "auto", cuda_devices=0) == 2  # CPU workers: one per core
+    assert gpu_workers(2, "cpu", cuda_devices=1) == 2
+
+
+def test_a_stacked_trial_job_names_all_its_seeds():
+    overrides = ["model.w1=3", "trainer.seed=7", "++hydra.job.optuna_trial=0"]
+    assert first_seed(overrides, default=0) == 7 and first_seed(["model.w1=3"], default=5) == 5
+    assert stacked_overrides(overrides, [7, 8, 9]) == [
+        "model.w1=3", "++hydra.job.optuna_trial=0", "trainer.seed=7", "trainer.seeds=[7,8,9]",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_sweep_with_stacked_seeds_trains_each_trial_as_one_job(tmp_path):
+    result = run_cli(
+        *SWEEP, "hydra.sweeper.n_trials=2", "hydra.sweeper.seeds=3",
+        "hydra.sweeper.stack_seeds=true", "hydra.sweeper.seed_margin=100",
+        "hydra/sweeper/pruner=none", "trainer.seed=4",
+        "target_acc=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trains its 3 seeds as one stacked job" in result.stdout + result.stderr
+    trials = _study(tmp_path).trials
+    assert len(trials) == 2
+    for trial in trials:
+        res = TrialResult.of(trial)
+        assert res.seeds == [4, 5, 6] and res.holds
+        # Pruned on the seeds' mean: one report per epoch.
+        assert sorted(trial.intermediate_values) == [1, 2]
+        for seed, acc, run_dir in zip(res.seeds, res.seed_accs, res.seed_run_dirs, strict=True):
+            run = RunRecord.load(tmp_path / run_dir)
+            assert run_dir.endswith(f"trial_{trial.number:03d}/seed_{seed}")
+            assert (run.seed, run.test_acc, run.status) == (seed, acc, RunStatus.COMPLETED)
+            saved = OmegaConf.load(tmp_path / run_dir / ".hydra" / "config.yaml")
+            assert saved.trainer.seed == seed
+        mean = sum(res.seed_accs) / 3
+        assert 100 - trial.intermediate_values[2] == pytest.approx(mean)
