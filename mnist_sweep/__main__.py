@@ -37,8 +37,10 @@ def objective_values(metrics: dict[str, Any], metric: str | None) -> float | dic
     if metric is None:
         return {key: metrics[key] for key in ("params", "test_acc", "val_acc", "best_test_acc")}
     if metrics.get(metric) is None:
-        raise UserError(f"optimized_metric={metric}: this run has no such figure "
-                        "(val_acc needs data.val_size > 0)")  # fmt: skip
+        raise UserError(
+            f"optimized_metric={metric}: this run has no such figure "
+            "(val_acc needs data.val_size > 0)"
+        )
     return float(metrics[metric])
 
 

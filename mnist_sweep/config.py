@@ -42,9 +42,11 @@ def check_group_choices(overrides: Sequence[str]) -> None:
         folder = CONF_DIR / group
         if group.startswith("hydra") or not folder.is_dir() or override.is_delete():
             continue
-        values = override.sweep_string_iterator() if override.is_sweep_override() else (
-            [override.get_value_element_as_str()]
-        )  # fmt: skip
+        values = (
+            override.sweep_string_iterator()
+            if override.is_sweep_override()
+            else ([override.get_value_element_as_str()])
+        )
         options = sorted(p.stem for p in folder.glob("*.yaml"))
         for value in values:
             if value not in options and value != "null":

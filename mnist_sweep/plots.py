@@ -100,13 +100,20 @@ def pareto(
             ax.scatter(*zip(*points, strict=True), label=kind, **style)
     front = pareto_front([r for r in results if r.kind in FINAL], key=lambda r: (r.params, r.acc))
     if front:
-        ax.plot([r.params for r in front], [r.acc for r in front], color="tab:blue",
-                drawstyle="steps-post", label="Pareto front", zorder=2)  # fmt: skip
+        ax.plot(
+            [r.params for r in front],
+            [r.acc for r in front],
+            color="tab:blue",
+            drawstyle="steps-post",
+            label="Pareto front",
+            zorder=2,
+        )
     labelled = sorted((r for r in results if r.label), key=lambda r: (r.params, -r.acc))
     for i, r in enumerate(labelled):
         # Staggered: neighbours on the front are often close in size.
-        ax.annotate(r.label, (r.params, r.acc), (6, (-12, 4, -24)[i % 3]),
-                    textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            r.label, (r.params, r.acc), (6, (-12, 4, -24)[i % 3]), textcoords="offset points"
+        )
     ax.set(xscale="log", xlabel="parameters (log scale)", ylabel=ylabel, title=title)
     # Readable sizes (5,000 rather than 5x10^3), also when the runs span less than a decade.
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -169,9 +176,15 @@ def _zoom_accuracy(
     below = [y for y in lasts if y < floor]
     if below:  # say so: a run that ends below the axis is not in the picture
         ax.text(
-            0.99, 0.01, f"{len(below)} below the axis (lowest {min(below):.2f}%)",
-            transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.3",
-        )  # fmt: skip
+            0.99,
+            0.01,
+            f"{len(below)} below the axis (lowest {min(below):.2f}%)",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="0.3",
+        )
 
 
 def _draw(ax: Any, curves: Sequence[Curve], first_on_top: bool) -> None:

@@ -88,10 +88,18 @@ def make_record(
     """A run's record as training leaves it, one epoch per test accuracy in `accs`; by
     default written by this very process, on this machine."""
     record = RunRecord(
-        model=model, params=params, target_acc=target, epochs_planned=3, seed=0,
-        device="cpu", torch="2.14.1", status=status, error=error,
-        host=host or socket.gethostname(), pid=os.getpid() if pid is None else pid,
-    )  # fmt: skip
+        model=model,
+        params=params,
+        target_acc=target,
+        epochs_planned=3,
+        seed=0,
+        device="cpu",
+        torch="2.14.1",
+        status=status,
+        error=error,
+        host=host or socket.gethostname(),
+        pid=os.getpid() if pid is None else pid,
+    )
     for epoch, acc in enumerate(accs, start=1):
         record.add_epoch(
             EpochRow(
@@ -103,7 +111,7 @@ def make_record(
                 lr=0.1,
                 seconds=wall / 2 / len(accs),
                 eval_seconds=0.1,
-            )  # fmt: skip
+            )
         )
     record.wall_seconds = wall
     return record
@@ -144,9 +152,13 @@ def run_cli(
 ):
     """Run `python -m MODULE ARGS` as a user would; returns the CompletedProcess."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(**(env or {})),
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=cli_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_cli(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
@@ -157,10 +169,15 @@ def start_cli(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
     ignored, and Python then never raises KeyboardInterrupt for a Ctrl-C.
     """
     return subprocess.Popen(
-        [*CLI, *args], cwd=cwd, env=cli_env(**env), start_new_session=True, text=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [*CLI, *args],
+        cwd=cwd,
+        env=cli_env(**env),
+        start_new_session=True,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    )
 
 
 # The real search preset, shrunk: tiny nets on 500 images, so each trial takes
@@ -168,17 +185,37 @@ def start_cli(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
 # preset pinned to tiny's recipe). The low target makes some trials feasible
 # and others not.
 PINNED = [
-    "model.n1=1", "model.n2=1", "model.n3=1", "model.pad1=0", "model.pad2=0", "model.pad3=0",
-    "model.pool2=false", "model.t1=4", "dropout.p=0.1", "dropout.placement=unit",
-    "optimizer.weight_decay=5e-4", "scheduler.pct_start=0.25", "trainer.label_smoothing=0",
+    "model.n1=1",
+    "model.n2=1",
+    "model.n3=1",
+    "model.pad1=0",
+    "model.pad2=0",
+    "model.pad3=0",
+    "model.pool2=false",
+    "model.t1=4",
+    "dropout.p=0.1",
+    "dropout.placement=unit",
+    "optimizer.weight_decay=5e-4",
+    "scheduler.pct_start=0.25",
+    "trainer.label_smoothing=0",
     "average=none",
-]  # fmt: skip
+]
 SWEEP = [
-    "-m", "hparams_search=smallest", "model=tiny", "data.train_subset=500", "data.batch_size=64",
-    "optimizer.lr=0.1", "data.augment.strength=0", "trainer.epochs=2", "trainer.device=cpu",
-    "target_acc=20", "model.w1=range(2,7)", "model.w2=range(2,9)", "model.w3=range(2,9)",
+    "-m",
+    "hparams_search=smallest",
+    "model=tiny",
+    "data.train_subset=500",
+    "data.batch_size=64",
+    "optimizer.lr=0.1",
+    "data.augment.strength=0",
+    "trainer.epochs=2",
+    "trainer.device=cpu",
+    "target_acc=20",
+    "model.w1=range(2,7)",
+    "model.w2=range(2,9)",
+    "model.w3=range(2,9)",
     *PINNED,
-]  # fmt: skip
+]
 
 
 def run_sweep(cwd: Path, *args: str) -> None:

@@ -63,9 +63,17 @@ def test_speed_prints_both_rates_and_ends_with_the_speedup(data_root):
 @pytest.mark.slow
 def test_variants_report_rate_ratio_and_the_test_pass_share(data_root):
     result = run_bench(
-        "--variants", "average=none", "--model", "tiny", "--batches", "4", "--repeats", "2",
-        "--warmup", "1",
-    )  # fmt: skip
+        "--variants",
+        "average=none",
+        "--model",
+        "tiny",
+        "--batches",
+        "4",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+    )
     out = result.stdout
     assert result.returncode == 0, result.stderr
     line = (
@@ -87,11 +95,16 @@ def test_variants_report_rate_ratio_and_the_test_pass_share(data_root):
 def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
     result = run_bench(
         "--time-to-target",
-        "--target", "20",
-        "--epochs", "1",
-        "--out", str(tmp_path / "run"),
-        "data.train_subset=2000", "data.batch_size=64", "optimizer.lr=0.1",
-    )  # fmt: skip
+        "--target",
+        "20",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "data.train_subset=2000",
+        "data.batch_size=64",
+        "optimizer.lr=0.1",
+    )
     out = result.stdout
     assert re.search(r"^model small \(4,882 params\), 1 epoch on .+$", out, re.M), out
     assert re.search(r"^final test accuracy [\d.]+% \(target 20.0%\): reached$", out, re.M), out
@@ -104,9 +117,17 @@ def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
 @pytest.mark.slow
 def test_concurrent_trainings_report_their_total_rate(data_root):
     result = run_bench(
-        "--batches", "3", "--repeats", "1", "--warmup", "1", "--num-workers", "0",
-        "--concurrent", "2",
-    )  # fmt: skip
+        "--batches",
+        "3",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+        "--num-workers",
+        "0",
+        "--concurrent",
+        "2",
+    )
     out = result.stdout
     assert "(b) 2 trainings at once, 1 thread each" in out, out
     assert re.fullmatch(r"speedup: \d+\.\d+", _last_line(result)), out
@@ -144,9 +165,19 @@ def test_both_paths_train_identically_without_the_layout_change(data_root):
     # masks differently): only the data pipelines differ, and they must feed the
     # net the very same numbers.
     result = run_bench(
-        "--accuracy", "--subset", "1024", "--num-workers", "0", "--reference-threads", "1",
-        "--tolerance", "0", "trainer.channels_last=false", "trainer.threads=1", "dropout=none",
-    )  # fmt: skip
+        "--accuracy",
+        "--subset",
+        "1024",
+        "--num-workers",
+        "0",
+        "--reference-threads",
+        "1",
+        "--tolerance",
+        "0",
+        "trainer.channels_last=false",
+        "trainer.threads=1",
+        "dropout=none",
+    )
     assert "(a) reference DataLoader pipeline: test accuracy" in result.stdout
     assert _last_line(result).startswith("accuracy gap: +0.00 points"), result.stdout
     assert _last_line(result).endswith(": ok")

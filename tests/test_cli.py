@@ -106,9 +106,12 @@ def test_missing_teacher_is_one_line_with_a_relative_path_from_the_start_directo
     # The default of experiment=smallest's kind: a folder relative to where the command starts.
     result = run_cli(*TINY, "distill=teacher", "distill.teacher=outputs/no_teacher", cwd=tmp_path)
     err = _one_line_error(
-        result, "distill.teacher=outputs/no_teacher", str(tmp_path / "outputs" / "no_teacher"),
-        "is not a run folder", "distill=none",
-    )  # fmt: skip
+        result,
+        "distill.teacher=outputs/no_teacher",
+        str(tmp_path / "outputs" / "no_teacher"),
+        "is not a run folder",
+        "distill=none",
+    )
     assert err.strip().count("\n") == 0
 
 

@@ -74,9 +74,16 @@ def make_run(
     (run / record.HYDRA_RUNTIME).write_text(yaml.safe_dump({"hydra": hydra}))
     if status is not None:
         make_record(
-            accs or [], status=status, params=params, target=target, model=model, wall=wall,
-            error=error, host=host, pid=pid,
-        ).save(run)  # fmt: skip
+            accs or [],
+            status=status,
+            params=params,
+            target=target,
+            model=model,
+            wall=wall,
+            error=error,
+            host=host,
+            pid=pid,
+        ).save(run)
     return run
 
 
@@ -88,20 +95,63 @@ def sweep(tmp_path: Path) -> Path:
     """A multirun folder with one run in every state, plus two broken folders."""
     root = tmp_path / "multiruns" / "2026-01-01" / "12-00-00"
     common = ["data.train_subset=4000", "trainer.epochs=3"]
-    make_run(root, "0", ["model=tiny", "optimizer.lr=0.1", *common], params=1046,
-             accs=[97.0, 98.5, 98.9], wall=30.0, model="tiny")  # fmt: skip
-    make_run(root, "1", ["model=small", "optimizer.lr=0.1", *common], params=4882,
-             accs=[98.0, 99.5, 99.45], wall=20.0)  # fmt: skip
-    make_run(root, "2", ["model=medium", "optimizer.lr=0.05", *common], params=14678,
-             accs=[99.0, 99.6, 99.55], wall=50.0, model="medium")  # fmt: skip
-    make_run(root, "3", ["model=small", "optimizer.lr=0.5", *common], params=4882,
-             accs=[90.0], status=RunStatus.PRUNED, wall=5.0)  # fmt: skip
-    make_run(root, "4", ["model=small", "optimizer.lr=9.0", *common], params=4882,
-             accs=[], status=RunStatus.FAILED, wall=1.0, error=DIVERGED)  # fmt: skip
+    make_run(
+        root,
+        "0",
+        ["model=tiny", "optimizer.lr=0.1", *common],
+        params=1046,
+        accs=[97.0, 98.5, 98.9],
+        wall=30.0,
+        model="tiny",
+    )
+    make_run(
+        root,
+        "1",
+        ["model=small", "optimizer.lr=0.1", *common],
+        params=4882,
+        accs=[98.0, 99.5, 99.45],
+        wall=20.0,
+    )
+    make_run(
+        root,
+        "2",
+        ["model=medium", "optimizer.lr=0.05", *common],
+        params=14678,
+        accs=[99.0, 99.6, 99.55],
+        wall=50.0,
+        model="medium",
+    )
+    make_run(
+        root,
+        "3",
+        ["model=small", "optimizer.lr=0.5", *common],
+        params=4882,
+        accs=[90.0],
+        status=RunStatus.PRUNED,
+        wall=5.0,
+    )
+    make_run(
+        root,
+        "4",
+        ["model=small", "optimizer.lr=9.0", *common],
+        params=4882,
+        accs=[],
+        status=RunStatus.FAILED,
+        wall=1.0,
+        error=DIVERGED,
+    )
     # Killed mid-run: its process is gone.
-    make_run(root, "5", ["model=medium", "optimizer.lr=0.1", *common], params=14678,
-             accs=[99.1], status=RunStatus.RUNNING, wall=15.0, model="medium",
-             pid=DEAD_PID)  # fmt: skip
+    make_run(
+        root,
+        "5",
+        ["model=medium", "optimizer.lr=0.1", *common],
+        params=14678,
+        accs=[99.1],
+        status=RunStatus.RUNNING,
+        wall=15.0,
+        model="medium",
+        pid=DEAD_PID,
+    )
     make_run(root, "6", ["model=small", "optimizer.lr=0.2", *common], status=None)
     (make_run(root, "7", ["model=small", *common]) / record.METRICS).write_text('{"params": 1')
     broken = make_run(root, "8", ["model=small", *common])
@@ -183,12 +233,24 @@ def test_a_killed_sweep_trial_is_failed_with_the_reason_its_sweep_recorded(tmp_p
     sweep = tmp_path / "sweeps" / "smallest-1a2b3c4d"
     make_run(sweep, "trial_000", ["model.w1=3"], accs=[97.0], trial=0)
     killed = make_run(
-        sweep, "trial_001", ["model.w1=4"], accs=[95.0], status=RunStatus.RUNNING,
-        pid=DEAD_PID, trial=1,
-    )  # fmt: skip
+        sweep,
+        "trial_001",
+        ["model.w1=4"],
+        accs=[95.0],
+        status=RunStatus.RUNNING,
+        pid=DEAD_PID,
+        trial=1,
+    )
     # Killed too, but the sweep's report has no word on it (not written since).
-    make_run(sweep, "trial_002", ["model.w1=5"], accs=[96.0], status=RunStatus.RUNNING,
-             pid=DEAD_PID, trial=2)  # fmt: skip
+    make_run(
+        sweep,
+        "trial_002",
+        ["model.w1=5"],
+        accs=[96.0],
+        status=RunStatus.RUNNING,
+        pid=DEAD_PID,
+        trial=2,
+    )
     reason = "interrupted: the sweep process died"
     study = optuna.create_study(direction="minimize")
     study.add_trial(create_trial(value=1000, user_attrs=TrialResult(test_acc=97.0).attrs()))
@@ -380,9 +442,12 @@ def test_bad_arguments_get_argparse_message(capsys, argv, message):
 
 # The search preset's swept keys, as a sweep of it leaves them in each trial's overrides.
 PRESET_KEYS = {
-    "model.w1": lambda rng: rng.randint(3, 8), "model.w2": lambda rng: rng.randint(4, 12),
-    "model.w3": lambda rng: rng.randint(4, 16), "model.n1": lambda rng: rng.randint(1, 3),
-    "model.n2": lambda rng: rng.randint(1, 3), "model.n3": lambda rng: rng.randint(1, 3),
+    "model.w1": lambda rng: rng.randint(3, 8),
+    "model.w2": lambda rng: rng.randint(4, 12),
+    "model.w3": lambda rng: rng.randint(4, 16),
+    "model.n1": lambda rng: rng.randint(1, 3),
+    "model.n2": lambda rng: rng.randint(1, 3),
+    "model.n3": lambda rng: rng.randint(1, 3),
     "model.pool2": lambda rng: rng.choice([True, False]),
     "dropout.p": lambda rng: rng.uniform(0, 0.1),
     "dropout.placement": lambda rng: rng.choice(["unit", "block"]),
@@ -391,7 +456,7 @@ PRESET_KEYS = {
     "scheduler.pct_start": lambda rng: rng.uniform(0.1, 0.4),
     "data.augment.strength": lambda rng: rng.uniform(0, 1.5),
     "trainer.label_smoothing": lambda rng: rng.uniform(0, 0.1),
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -458,9 +523,12 @@ def test_keys_picks_the_table_columns(big_sweep, capsys, monkeypatch):
 def test_short_names_and_values():
     names = layout.short_names(["model.w1", "model.p", "dropout.p", "optimizer.lr", "p"])
     assert names == {
-        "model.w1": "w1", "model.p": "model.p", "dropout.p": "dropout.p", "optimizer.lr": "lr",
+        "model.w1": "w1",
+        "model.p": "model.p",
+        "dropout.p": "dropout.p",
+        "optimizer.lr": "lr",
         "p": "p",
-    }  # fmt: skip
+    }
     assert layout.short_value("0.01456519136895919") == "0.0146"
     assert layout.short_value("2.2971384069431e-06") == "2.3e-06"
     assert layout.short_value("128") == "128"

@@ -36,9 +36,14 @@ from tests.conftest import DATA_ROOT, QUICK, compose_config, run_cli
 # (they number the weights), a weight average (the shipped weights are not the
 # last step's) and a validation split. 2,000 training images, 2 epochs: about 73%.
 RECIPE = [
-    "model=small", "dropout=default", "average=ema", "average.decay=0.9",
-    "data.train_subset=2500", "data.val_size=500", "trainer.epochs=2",
-]  # fmt: skip
+    "model=small",
+    "dropout=default",
+    "average=ema",
+    "average.decay=0.9",
+    "data.train_subset=2500",
+    "data.val_size=500",
+    "trainer.epochs=2",
+]
 
 
 def _cfg(*overrides: str):
@@ -293,9 +298,13 @@ def test_evaluate_needs_metrics_json(trained, tmp_path, capsys):
 def test_train_evaluate_and_export_as_a_user_does(tmp_path, data_root):
     run_dir = tmp_path / "run"
     trained = run_cli(
-        "model=tiny", "data.train_subset=1000", "trainer.epochs=1", "trainer.device=cpu",
-        f"hydra.run.dir={run_dir}", cwd=tmp_path,
-    )  # fmt: skip
+        "model=tiny",
+        "data.train_subset=1000",
+        "trainer.epochs=1",
+        "trainer.device=cpu",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr
     evaluated = run_cli(str(run_dir), cwd=tmp_path, module="mnist_sweep.evaluate")
     assert evaluated.returncode == 0, evaluated.stderr

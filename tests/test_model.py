@@ -108,8 +108,10 @@ def test_smallest_is_under_4k_reshaped_with_its_teacher():
     assert count_params(model) == under_4k_arithmetic(7, 21, 28) == 3671
     assert (cfg.data.batch_size, cfg.data.augment.elastic) == (32, 34.0)
     assert (cfg.distill.teacher, cfg.distill.alpha, cfg.distill.temperature) == (
-        "outputs/teacher_8128", 0.8, 4.0,
-    )  # fmt: skip
+        "outputs/teacher_8128",
+        0.8,
+        4.0,
+    )
 
 
 def test_separable_knob_must_be_a_bool():

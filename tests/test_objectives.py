@@ -62,10 +62,16 @@ def test_seeds_inside_the_sweep_decide_the_winner(tmp_path):
     # Target 17% on 800 images for 3 epochs: trials near it earn up to 3 seeds, those
     # more than 3 points below it stop after one.
     run_sweep(
-        tmp_path, "hydra.sweeper.n_trials=3", "data.train_subset=800", "trainer.epochs=3",
-        "hydra.sweeper.seeds=3", "hydra.sweeper.seed_margin=3", "hydra/sweeper/pruner=none",
-        "trainer.seed=7", "target_acc=17",
-    )  # fmt: skip
+        tmp_path,
+        "hydra.sweeper.n_trials=3",
+        "data.train_subset=800",
+        "trainer.epochs=3",
+        "hydra.sweeper.seeds=3",
+        "hydra.sweeper.seed_margin=3",
+        "hydra/sweeper/pruner=none",
+        "trainer.seed=7",
+        "target_acc=17",
+    )
     sweep_dir, study = sweep_folder(tmp_path), _study(tmp_path)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 3
@@ -77,16 +83,19 @@ def test_seeds_inside_the_sweep_decide_the_winner(tmp_path):
         assert (t.constraints["accuracy"] <= 0) == ruling.holds
         if len(seeds) < 3:  # it stopped because one more seed could not change the answer:
             smaller_held = [
-                o for o in trials if o.number < t.number and TrialResult.of(o).holds
-                and o.value <= t.value
-            ]  # fmt: skip
+                o
+                for o in trials
+                if o.number < t.number and TrialResult.of(o).holds and o.value <= t.value
+            ]
             assert not ruling.worth_another(3) or smaller_held, t.number
         # Every seed is an ordinary run folder, trained with its own seed.
         for seed, acc, run_dir in zip(seeds, accs, TrialResult.of(t).seed_run_dirs, strict=True):
             record = RunRecord.load(tmp_path / run_dir)
             assert (record.seed, record.test_acc, record.status) == (
-                seed, acc, RunStatus.COMPLETED,
-            )  # fmt: skip
+                seed,
+                acc,
+                RunStatus.COMPLETED,
+            )
             # Only the first reports to the trial; the others name it for the trackers.
             job = OmegaConf.load(tmp_path / run_dir / ".hydra" / "hydra.yaml").hydra.job
             first = seed == seeds[0]
@@ -98,8 +107,11 @@ def test_seeds_inside_the_sweep_decide_the_winner(tmp_path):
         assert rows[t.number]["seeds"] == " ".join(map(str, TrialResult.of(t).seeds))
         assert rows[t.number]["holds"] == str(TrialResult.of(t).holds)
     # The design that held first leaves a larger one near the target a single seed.
-    assert any(len(TrialResult.of(t).seeds) == 1 and verdict(TrialResult.of(t).seed_accs, 17, 3)
-               .worth_another(3) for t in trials)  # fmt: skip
+    assert any(
+        len(TrialResult.of(t).seeds) == 1
+        and verdict(TrialResult.of(t).seed_accs, 17, 3).worth_another(3)
+        for t in trials
+    )
     winner = Winner.load(sweep_dir)
     held = [t for t in trials if TrialResult.of(t).holds]
     assert held, "the low target is meant to let some design hold"
@@ -112,10 +124,17 @@ def test_seeds_inside_the_sweep_decide_the_winner(tmp_path):
 # -- other objectives -------------------------------------------------------------------------
 
 ACCURACY = [
-    "-m", "hparams_search=accuracy", "model=tiny", "data.train_subset=500", "trainer.epochs=2",
-    "data.augment.strength=0", "trainer.device=cpu", "hydra.sweeper.n_trials=3",
-    "data.batch_size=64", "dropout.p=0",
-]  # fmt: skip
+    "-m",
+    "hparams_search=accuracy",
+    "model=tiny",
+    "data.train_subset=500",
+    "trainer.epochs=2",
+    "data.augment.strength=0",
+    "trainer.device=cpu",
+    "hydra.sweeper.n_trials=3",
+    "data.batch_size=64",
+    "dropout.p=0",
+]
 
 
 @pytest.mark.slow
@@ -144,10 +163,17 @@ def test_a_pareto_sweep_reports_the_front(tmp_path):
 
 
 STOCK = [
-    "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.direction=maximize",
-    "model=tiny", "data.train_subset=500", "trainer.epochs=1", "data.augment.strength=0",
-    "trainer.device=cpu", "optimizer.lr=interval(0.01,0.1)",
-]  # fmt: skip
+    "-m",
+    "hydra/sweeper=optuna",
+    "hydra.sweeper.n_trials=2",
+    "hydra.sweeper.direction=maximize",
+    "model=tiny",
+    "data.train_subset=500",
+    "trainer.epochs=1",
+    "data.augment.strength=0",
+    "trainer.device=cpu",
+    "optimizer.lr=interval(0.01,0.1)",
+]
 
 
 @pytest.mark.slow

@@ -22,10 +22,26 @@ from tests.conftest import make_record
 
 # The keys metrics.json has held since host and pid were added, in their order on disk.
 METRICS_KEYS = [
-    "model", "params", "status", "test_acc", "best_test_acc", "best_epoch", "val_acc",
-    "target_acc", "reached_target", "epochs_planned", "seed", "device", "torch", "host", "pid",
-    "wall_seconds", "train_seconds", "error", "epochs",
-]  # fmt: skip
+    "model",
+    "params",
+    "status",
+    "test_acc",
+    "best_test_acc",
+    "best_epoch",
+    "val_acc",
+    "target_acc",
+    "reached_target",
+    "epochs_planned",
+    "seed",
+    "device",
+    "torch",
+    "host",
+    "pid",
+    "wall_seconds",
+    "train_seconds",
+    "error",
+    "epochs",
+]
 EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
 
 

@@ -70,10 +70,17 @@ def _tensors_close(a, b, where):
 def test_stacked_copies_equal_their_solo_runs_in_float64(quick_cfg, tmp_path, float64):
     teacher = _teacher(quick_cfg, tmp_path / "teacher")
     cfg = quick_cfg(
-        "model=tiny", "average=ema", "dropout=default", "distill=teacher",
-        f"distill.teacher={teacher}", "distill.alpha=0.7", "data.augment.elastic=20",
-        "data.augment.strength=0.5", "trainer.label_smoothing=0.1", **TINY,
-    )  # fmt: skip
+        "model=tiny",
+        "average=ema",
+        "dropout=default",
+        "distill=teacher",
+        f"distill.teacher={teacher}",
+        "distill.alpha=0.7",
+        "data.augment.elastic=20",
+        "data.augment.strength=0.5",
+        "trainer.label_smoothing=0.1",
+        **TINY,
+    )
     stacked = train_seeds(cfg, SEEDS, tmp_path / "stack")
     x = data_module.prepare_data(cfg.data, torch.device("cpu")).test_x[:50]
     for seed in SEEDS:
@@ -118,8 +125,14 @@ def test_dropout_masks_are_the_solo_layers_masks():
         torch.manual_seed(7)
         expected = layer(x)
         generator = torch.Generator().manual_seed(7)
-        mask = solo_mask(DropoutLayer(0.25, (3, 4, 6), True), 5, generator, torch.float32,
-                         torch.device("cpu"), channels_last)  # fmt: skip
+        mask = solo_mask(
+            DropoutLayer(0.25, (3, 4, 6), True),
+            5,
+            generator,
+            torch.float32,
+            torch.device("cpu"),
+            channels_last,
+        )
         assert torch.equal(x * mask, expected)
 
 
@@ -127,8 +140,10 @@ def test_bad_seeds_are_one_line():
     for seeds, message in [([], "non-empty"), ([1, 1], "twice"), ([-1], ">= 0"), (None, "list")]:
         with pytest.raises(UserError, match=message):
             check_seeds(seeds)
-    for override, message in [("trainer.seeds=[]", "trainer.seeds"),
-                              ("trainer.seeds=[3,3]", "given twice")]:  # fmt: skip
+    for override, message in [
+        ("trainer.seeds=[]", "trainer.seeds"),
+        ("trainer.seeds=[3,3]", "given twice"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             validate(compose_config([override]))
 
@@ -165,8 +180,14 @@ def test_every_copy_diverging_is_one_error(quick_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_cli_stacked_run_folders_are_read_by_compare_and_evaluate(tmp_path):
-    args = ["model=tiny", "data.train_subset=128", "data.batch_size=64", "trainer.epochs=2",
-            "trainer.device=cpu", "hydra.run.dir=stack"]  # fmt: skip
+    args = [
+        "model=tiny",
+        "data.train_subset=128",
+        "data.batch_size=64",
+        "trainer.epochs=2",
+        "trainer.device=cpu",
+        "hydra.run.dir=stack",
+    ]
     done = run_cli(*args, "trainer.seeds=[5,6]", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     for seed in (5, 6):
@@ -265,8 +286,14 @@ def test_the_graphed_step_is_the_eager_step(quick_cfg, float64):
     from mnist_sweep.run.stack_fit import train_epoch_stacked
     from mnist_sweep.run.stack_graph import GraphedTraining
 
-    cfg = quick_cfg("model=tiny", "average=ema", "dropout=none", "data.augment.strength=0",
-                    "optimizer.weight_decay=0.01", **{**TINY, "data.train_subset": 80})  # fmt: skip
+    cfg = quick_cfg(
+        "model=tiny",
+        "average=ema",
+        "dropout=none",
+        "data.augment.strength=0",
+        "optimizer.weight_decay=0.01",
+        **{**TINY, "data.train_subset": 80},
+    )
     eager, graphed = build_stacked(cfg, [1, 2]), build_stacked(cfg, [1, 2])
     replayed = GraphedTraining(graphed)
     for _ in range(2):  # 80 images of 32: two full batches and a partial one per epoch
@@ -274,8 +301,9 @@ def test_the_graphed_step_is_the_eager_step(quick_cfg, float64):
         assert loss_a == pytest.approx(loss_b, rel=1e-9) and acc_a == acc_b
     for a, b in [(eager.net, graphed.net), (eager.shipped(), graphed.shipped())]:
         _tensors_close(a.state_dict(), b.state_dict(), "net")
-    _tensors_close(eager.optimizer.state_dict()["state"], graphed.optimizer.state_dict()["state"],
-                   "optimizer")  # fmt: skip
+    _tensors_close(
+        eager.optimizer.state_dict()["state"], graphed.optimizer.state_dict()["state"], "optimizer"
+    )
     assert eager.scheduler.state_dict() == graphed.scheduler.state_dict()
     assert eager.average.step == graphed.average.step
     assert int(eager.average.averaged.n_averaged) == int(graphed.average.averaged.n_averaged)

@@ -33,18 +33,26 @@ def test_a_stacked_trial_job_names_all_its_seeds():
     overrides = ["model.w1=3", "trainer.seed=7", "++hydra.job.optuna_trial=0"]
     assert first_seed(overrides, default=0) == 7 and first_seed(["model.w1=3"], default=5) == 5
     assert stacked_overrides(overrides, [7, 8, 9]) == [
-        "model.w1=3", "++hydra.job.optuna_trial=0", "trainer.seed=7", "trainer.seeds=[7,8,9]",
-    ]  # fmt: skip
+        "model.w1=3",
+        "++hydra.job.optuna_trial=0",
+        "trainer.seed=7",
+        "trainer.seeds=[7,8,9]",
+    ]
 
 
 @pytest.mark.slow
 def test_a_sweep_with_stacked_seeds_trains_each_trial_as_one_job(tmp_path):
     result = run_cli(
-        *SWEEP, "hydra.sweeper.n_trials=2", "hydra.sweeper.seeds=3",
-        "hydra.sweeper.stack_seeds=true", "hydra.sweeper.seed_margin=100",
-        "hydra/sweeper/pruner=none", "trainer.seed=4",
-        "target_acc=1", cwd=tmp_path,
-    )  # fmt: skip
+        *SWEEP,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.seeds=3",
+        "hydra.sweeper.stack_seeds=true",
+        "hydra.sweeper.seed_margin=100",
+        "hydra/sweeper/pruner=none",
+        "trainer.seed=4",
+        "target_acc=1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trains its 3 seeds as one stacked job" in result.stdout + result.stderr
     trials = _study(tmp_path).trials

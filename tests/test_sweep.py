@@ -45,9 +45,12 @@ def finished_sweep(tmp_path_factory) -> Path:
     """
     cwd = tmp_path_factory.mktemp("sweep")
     run_sweep(
-        cwd, "hydra.sweeper.n_trials=4", "data.train_subset=1000", "trainer.epochs=3",
+        cwd,
+        "hydra.sweeper.n_trials=4",
+        "data.train_subset=1000",
+        "trainer.epochs=3",
         "data.val_size=200",
-    )  # fmt: skip
+    )
     return cwd
 
 
@@ -96,10 +99,19 @@ def test_sweep_records_its_throughput(finished_sweep):
 
 
 def test_confirm_runs_through_the_sweeps_launcher(tmp_path):
-    saved = {"hydra": {"overrides": {"hydra": [
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "hydra.sweeper.n_jobs=3",
-        "hydra.sweep.subdir=trial_004", f"++hydra.job.{record.SWEEP_TRIAL}=4",
-    ]}}}  # fmt: skip
+    saved = {
+        "hydra": {
+            "overrides": {
+                "hydra": [
+                    "hydra/launcher=joblib",
+                    "hydra.launcher.n_jobs=3",
+                    "hydra.sweeper.n_jobs=3",
+                    "hydra.sweep.subdir=trial_004",
+                    f"++hydra.job.{record.SWEEP_TRIAL}=4",
+                ]
+            }
+        }
+    }
     (tmp_path / record.HYDRA_DIR).mkdir()
     OmegaConf.save(OmegaConf.create(saved), tmp_path / record.HYDRA_RUNTIME)
     assert launcher_overrides(tmp_path) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
@@ -265,8 +277,13 @@ def mid_sweep(cwd: Path) -> bool:
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_to_the_requested_number_of_trials(tmp_path):
-    args = [*SWEEP, "data.train_subset=1000", "trainer.epochs=4", "hydra.sweeper.n_trials=3",
-            "hydra/sweeper/pruner=none"]  # fmt: skip
+    args = [
+        *SWEEP,
+        "data.train_subset=1000",
+        "trainer.epochs=4",
+        "hydra.sweeper.n_trials=3",
+        "hydra/sweeper/pruner=none",
+    ]
     first = start_cli(*args, cwd=tmp_path)
 
     try:
@@ -318,8 +335,11 @@ def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
         metrics = RunRecord.load(tmp_path / run_dir)
         assert metrics.status in (RunStatus.COMPLETED, RunStatus.PRUNED)
     assert sorted(p.name for p in sweep_folder(tmp_path).glob("trial_*")) == [
-        "trial_000", "trial_001", "trial_002", "trial_003",
-    ]  # fmt: skip
+        "trial_000",
+        "trial_001",
+        "trial_002",
+        "trial_003",
+    ]
     throughput = json.loads((sweep_folder(tmp_path) / "throughput.json").read_text())
     assert (throughput["workers"], throughput["trials"]) == (2, 4)
 
@@ -328,10 +348,18 @@ def test_joblib_parallel_sweep_records_every_trial_once(tmp_path):
 def test_a_verdicts_seeds_use_the_workers_that_have_no_trial_left(tmp_path):
     # One trial for two workers: once the study has it, the idle worker trains its seeds too.
     result = run_cli(
-        *SWEEP, "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2", "hydra.sweeper.seeds=3", "hydra.sweeper.seed_margin=100",
-        "hydra/sweeper/pruner=none", "trainer.seed=4", "target_acc=1", cwd=tmp_path,
-    )  # fmt: skip
+        *SWEEP,
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.seeds=3",
+        "hydra.sweeper.seed_margin=100",
+        "hydra/sweeper/pruner=none",
+        "trainer.seed=4",
+        "target_acc=1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (trial,) = _study(tmp_path).trials
     assert TrialResult.of(trial).seeds == [4, 5, 6] and TrialResult.of(trial).holds
@@ -370,9 +398,14 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
         for lr, w in [(1e30, 3), (0.1, 3), (0.1, 4), (0.1, 5)]
     )
     result = run_cli(
-        *sweep, "optimizer.lr=choice(1e30,0.1)", "dropout.p=0", "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.max_failure_rate=1.0", f"hydra.sweeper.enqueue=[{queue}]", cwd=tmp_path,
-    )  # fmt: skip
+        *sweep,
+        "optimizer.lr=choice(1e30,0.1)",
+        "dropout.p=0",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=1.0",
+        f"hydra.sweeper.enqueue=[{queue}]",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = [t for t in _study(tmp_path).trials if t.state != TrialState.WAITING]
     assert sum(t.state in FINISHED for t in trials) == 3
@@ -516,10 +549,16 @@ def test_ctrl_c_stops_a_two_worker_sweep_without_waiting_for_its_jobs(tmp_path):
 def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_path):
     # Stage 1: the screen preset, shrunk; its first trials are its enqueued designs.
     screen = [
-        "-m", "hparams_search=screen", "data.train_subset=300", "trainer.epochs=1",
-        "data.augment.strength=0", "trainer.device=cpu", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.study_name=stage1", "target_acc=15",
-    ]  # fmt: skip
+        "-m",
+        "hparams_search=screen",
+        "data.train_subset=300",
+        "trainer.epochs=1",
+        "data.augment.strength=0",
+        "trainer.device=cpu",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.study_name=stage1",
+        "target_acc=15",
+    ]
     result = run_cli(*screen, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     queued = OmegaConf.load(REPO / "conf" / "hparams_search" / "screen.yaml").hydra.sweeper.enqueue
@@ -532,12 +571,19 @@ def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_p
         assert trial.params == {k: v for k, v in point.items() if k != "data.augment.strength"}
     # Stage 2 starts from stage 1's best design.
     result = run_cli(
-        *SWEEP, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=stage2",
-        "hydra.sweeper.promote.study=stage1", "hydra.sweeper.promote.top=1",
-        "model.n1=range(1,4)", "model.n2=range(1,4)", "model.n3=range(1,4)",
-        "model.w1=range(2,9)", "model.w2=range(2,13)", "model.w3=range(2,17)",
+        *SWEEP,
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.study_name=stage2",
+        "hydra.sweeper.promote.study=stage1",
+        "hydra.sweeper.promote.top=1",
+        "model.n1=range(1,4)",
+        "model.n2=range(1,4)",
+        "model.n3=range(1,4)",
+        "model.w1=range(2,9)",
+        "model.w2=range(2,13)",
+        "model.w3=range(2,17)",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stage2 = optuna.load_study(study_name="stage2", storage=storage)
     best = min(ran, key=lambda t: (TrialResult.of(t).selection_acc < 15, t.value, t.number))
@@ -548,9 +594,11 @@ def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_p
 @pytest.mark.slow
 def test_enqueued_keys_outside_the_space_get_one_line(tmp_path):
     result = run_cli(
-        *SWEEP, "hydra.sweeper.n_trials=1", "hydra.sweeper.promote.study=no_such_study",
+        *SWEEP,
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.promote.study=no_such_study",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert result.returncode == 1
     assert "no_such_study" in result.stderr and "Traceback" not in result.stderr
 
@@ -573,10 +621,11 @@ def test_promotion_takes_target_meeters_then_the_front_each_design_once():
 
     def trial(number: int, params: int, acc: float, w: int) -> optuna.trial.FrozenTrial:
         t = create_trial(
-            value=params, params={"model.w1": w},
+            value=params,
+            params={"model.w1": w},
             distributions={"model.w1": IntDistribution(1, 99)},
             user_attrs=TrialResult(selection_acc=acc, target_acc=99.2).attrs(),
-        )  # fmt: skip
+        )
         t.number = number
         return t
 
@@ -604,11 +653,19 @@ SAMPLERS = {
     "nsgaii": ("create_nsgaii_sampler", ["hydra.sweeper.sampler.population_size=2"]),
     "qmc": ("QMCSampler", []),
     # A grid needs a discrete space: the preset's intervals get fixed values.
-    "grid": ("GridSampler", [
-        "model.w1=choice(2,4)", "model.w2=choice(4)", "model.w3=choice(4)", "dropout.p=0",
-        "optimizer.weight_decay=1e-4", "scheduler.pct_start=0.3", "trainer.label_smoothing=0",
-    ]),
-}  # fmt: skip
+    "grid": (
+        "GridSampler",
+        [
+            "model.w1=choice(2,4)",
+            "model.w2=choice(4)",
+            "model.w3=choice(4)",
+            "dropout.p=0",
+            "optimizer.weight_decay=1e-4",
+            "scheduler.pct_start=0.3",
+            "trainer.label_smoothing=0",
+        ],
+    ),
+}
 
 
 @pytest.mark.slow

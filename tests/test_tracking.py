@@ -214,19 +214,37 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log_file = (root / "server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        cwd=root,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         # The server's background job runner (GenAI evaluation) is not needed here.
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
             lambda: urllib.request.urlopen(f"{url}/health", timeout=5).status == 200,
-            "mlflow server to start", lambda: server.poll() is None, timeout=180,
-        )  # fmt: skip
+            "mlflow server to start",
+            lambda: server.poll() is None,
+            timeout=180,
+        )
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -238,9 +256,11 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
 def test_a_run_on_a_server_reads_back_whole(mlflow_server, quick_cfg, tmp_path, caplog):
     with_password = mlflow_server.replace("http://", f"http://user:{SECRET}@")
     cfg = quick_cfg(
-        "model=tiny", "logger=mlflow", **TINY,
+        "model=tiny",
+        "logger=mlflow",
+        **TINY,
         **{"logger.tracking_uri": with_password, "logger.log_checkpoint": True},
-    )  # fmt: skip
+    )
     run_dir = tmp_path / "run"
     with caplog.at_level(logging.INFO):
         metrics = train(cfg, run_dir)
@@ -272,9 +292,11 @@ def test_a_run_on_a_server_reads_back_whole(mlflow_server, quick_cfg, tmp_path, 
 @pytest.mark.slow
 def test_a_sweep_is_one_experiment_with_a_run_per_trial(mlflow_server, tmp_path):
     run_sweep(
-        tmp_path, "hydra.sweeper.n_trials=2", "logger=mlflow",
+        tmp_path,
+        "hydra.sweeper.n_trials=2",
+        "logger=mlflow",
         f"logger.tracking_uri={mlflow_server}",
-    )  # fmt: skip
+    )
     sweep_dir = sweep_folder(tmp_path)
     client = mlflow_client(mlflow_server)
     experiment = client.get_experiment_by_name(sweep_dir.name)  # the study's name
@@ -336,9 +358,11 @@ def test_a_server_lost_mid_run_costs_a_warning_not_the_training(
 ):
     proxy = Proxy(int(mlflow_server.rsplit(":", 1)[1]))
     cfg = quick_cfg(
-        "model=tiny", "logger=mlflow", **{**TINY, "trainer.epochs": 3},
+        "model=tiny",
+        "logger=mlflow",
+        **{**TINY, "trainer.epochs": 3},
         **{"logger.tracking_uri": f"http://127.0.0.1:{proxy.port}", "logger.experiment": "cut"},
-    )  # fmt: skip
+    )
 
     def cut_after_first_epoch(metrics: dict) -> None:
         if len(metrics["epochs"]) == 1:
@@ -360,9 +384,13 @@ def test_a_server_lost_mid_run_costs_a_warning_not_the_training(
 def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path):
     url = f"http://user:{SECRET}@127.0.0.1:{free_port()}"
     result = run_cli(
-        "model=tiny", "trainer.epochs=1", "data.train_subset=300", "logger=mlflow",
-        f"logger.tracking_uri={url}", cwd=tmp_path,
-    )  # fmt: skip
+        "model=tiny",
+        "trainer.epochs=1",
+        "data.train_subset=300",
+        "logger=mlflow",
+        f"logger.tracking_uri={url}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach MLflow tracking store" in errors[0]

@@ -117,12 +117,16 @@ def run_stack(args: argparse.Namespace, cfg: DictConfig, out: Path) -> dict[str,
     rows = []
     for label, (k, _, warmup) in paths.items():
         per_epoch = statistics.median(rounds[label]) * full / trained
-        rows.append({
-            "path": label, "copies": k, "seconds_per_epoch": round(per_epoch, 3),
-            "trainings_per_hour": round(k * 3600 / (per_epoch * epochs_planned), 2),
-            "warmup_seconds": round(warmup, 3),
-            "round_seconds": [round(s, 4) for s in rounds[label]],
-        })  # fmt: skip
+        rows.append(
+            {
+                "path": label,
+                "copies": k,
+                "seconds_per_epoch": round(per_epoch, 3),
+                "trainings_per_hour": round(k * 3600 / (per_epoch * epochs_planned), 2),
+                "warmup_seconds": round(warmup, 3),
+                "round_seconds": [round(s, 4) for s in rounds[label]],
+            }
+        )
     base = rows[0]["trainings_per_hour"]
     for row in rows:
         row["ratio_to_solo"] = round(row["trainings_per_hour"] / base, 3)
@@ -131,11 +135,17 @@ def run_stack(args: argparse.Namespace, cfg: DictConfig, out: Path) -> dict[str,
             f"{row['trainings_per_hour']:9.1f} trainings/h  {row['ratio_to_solo']:6.2f}x solo"
         )
     report = {
-        "model": str(cfg.model.name), "params": solo_run.params, "device": solo_run.device_name,
-        "torch": str(torch.__version__), "batch_size": int(cfg.data.batch_size),
-        "timed_images": trained, "epoch_images": full, "epochs": epochs_planned,
-        "repeats": args.repeats, "rows": rows,
-    }  # fmt: skip
+        "model": str(cfg.model.name),
+        "params": solo_run.params,
+        "device": solo_run.device_name,
+        "torch": str(torch.__version__),
+        "batch_size": int(cfg.data.batch_size),
+        "timed_images": trained,
+        "epoch_images": full,
+        "epochs": epochs_planned,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
     return report

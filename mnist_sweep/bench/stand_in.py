@@ -39,15 +39,21 @@ def with_stand_in_teacher(cfg: DictConfig, folder: Path) -> DictConfig:
     resolved = OmegaConf.to_container(teacher_cfg, resolve=True)
     assert isinstance(resolved, dict)
     resolved.pop("hydra", None)
-    record.save_checkpoint(folder, record.Checkpoint(
-        state_dict=model.state_dict(), config=resolved, epoch=1
-    ))  # fmt: skip
+    record.save_checkpoint(
+        folder, record.Checkpoint(state_dict=model.state_dict(), config=resolved, epoch=1)
+    )
     (folder / record.HYDRA_DIR).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(teacher_cfg, folder / record.HYDRA_CONFIG)
     record.RunRecord(
-        model=TEACHER, params=count_params(model), status=record.RunStatus.COMPLETED,
-        target_acc=99.4, epochs_planned=1, seed=0, device="cpu", torch=str(torch.__version__),
+        model=TEACHER,
+        params=count_params(model),
+        status=record.RunStatus.COMPLETED,
+        target_acc=99.4,
+        epochs_planned=1,
+        seed=0,
+        device="cpu",
+        torch=str(torch.__version__),
         host=socket.gethostname(),
-    ).save(folder)  # fmt: skip
+    ).save(folder)
     print(f"distill.teacher: a stand-in {TEACHER} (untrained) in {folder}; timings only")
     return with_changes(cfg, distill__teacher=str(folder))

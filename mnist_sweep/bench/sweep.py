@@ -22,12 +22,20 @@ from typing import Any
 # Tiny trainings, as the tests run them; a learning rate of 0 stays near 10%
 # accuracy, which the threshold pruner (error above 86 points) stops at epoch 1.
 SWEEP = [
-    "hydra/sweeper=mnist_optuna", "hydra/sweeper/pruner=threshold",
-    "hydra.sweeper.pruner.upper=86", "hydra.sweeper.pruner.n_warmup_steps=1",
-    "model=tiny", "data.train_subset=1000", "data.batch_size=64", "data.augment.strength=0",
-    "trainer.epochs=4", "trainer.device=cpu", "trainer.progress=false",
-    "optimizer.lr=choice(0.1,0.0)", "data.eval_batch_size=range(1000,2000)",
-]  # fmt: skip
+    "hydra/sweeper=mnist_optuna",
+    "hydra/sweeper/pruner=threshold",
+    "hydra.sweeper.pruner.upper=86",
+    "hydra.sweeper.pruner.n_warmup_steps=1",
+    "model=tiny",
+    "data.train_subset=1000",
+    "data.batch_size=64",
+    "data.augment.strength=0",
+    "trainer.epochs=4",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+    "optimizer.lr=choice(0.1,0.0)",
+    "data.eval_batch_size=range(1000,2000)",
+]
 
 
 def sweep_command(
@@ -43,14 +51,21 @@ def sweep_command(
         for i in range(trials)
     )
     return [
-        sys.executable, "-m", "mnist_sweep", "-m", *SWEEP,
-        "hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}",
-        f"hydra.sweeper.n_jobs={workers}", f"hydra.sweeper.n_trials={trials}",
+        sys.executable,
+        "-m",
+        "mnist_sweep",
+        "-m",
+        *SWEEP,
+        "hydra/launcher=joblib",
+        f"hydra.launcher.n_jobs={workers}",
+        f"hydra.sweeper.n_jobs={workers}",
+        f"hydra.sweeper.n_trials={trials}",
         f"hydra.sweeper.enqueue=[{points}]",
         f"hydra.sweeper.storage=sqlite:///{sweep_dir.parent}/optuna.db",
-        f"hydra.sweeper.study_name={sweep_dir.name}", f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweeper.study_name={sweep_dir.name}",
+        f"hydra.sweep.dir={sweep_dir}",
         *overrides,
-    ]  # fmt: skip
+    ]
 
 
 def run_sweep(sweep_dir: Path, command: list[str]) -> dict[str, Any]:

@@ -122,16 +122,25 @@ def render_table(rows: Sequence[RunRow], keys: Sequence[str], width: int) -> lis
     wrapped = [_two_lines(h) if 1 <= i <= len(keys) else h for i, h in enumerate(header)]
     shown, used = fit_columns(wrapped, cells, width)
     table = Table(
-        title=f"{len(rows)} runs", title_justify="left", box=box.SIMPLE_HEAD,
-        show_edge=False, pad_edge=False, collapse_padding=True,
-    )  # fmt: skip
+        title=f"{len(rows)} runs",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for i in shown:
         justify = "right" if header[i] in NUMERIC else "left"
         table.add_column(wrapped[i], justify=justify, no_wrap=True)
     styles = {
-        MET: "green", BELOW: "yellow", PRUNED: "dim", FAILED: "red",
-        INTERRUPTED: "magenta", RUNNING: "cyan", INCOMPLETE: "magenta",
-    }  # fmt: skip
+        MET: "green",
+        BELOW: "yellow",
+        PRUNED: "dim",
+        FAILED: "red",
+        INTERRUPTED: "magenta",
+        RUNNING: "cyan",
+        INCOMPLETE: "magenta",
+    }
     for row, line in zip(rows, cells, strict=True):
         # Text, not markup: a value such as [8,16] is not a style.
         table.add_row(*(Text(line[i]) for i in shown), style=styles[row.verdict])

@@ -23,9 +23,19 @@ from mnist_sweep.compare.runs import (
 from mnist_sweep.run.record import RunStatus
 
 __all__ = [
-    "BELOW", "FAILED", "INCOMPLETE", "INTERRUPTED", "MET", "PRUNED", "RUNNING", "STATUSES",
-    "classify", "completed", "failure_notes", "sort_and_filter",
-]  # fmt: skip
+    "BELOW",
+    "FAILED",
+    "INCOMPLETE",
+    "INTERRUPTED",
+    "MET",
+    "PRUNED",
+    "RUNNING",
+    "STATUSES",
+    "classify",
+    "completed",
+    "failure_notes",
+    "sort_and_filter",
+]
 
 
 def classify(row: RunRow, target: float | None) -> str:

@@ -98,14 +98,18 @@ def predict_images(trained: TrainedNet, folder: Path, invert: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = run_folder_parser("python -m mnist_sweep.evaluate", __doc__.splitlines()[0])
     p.add_argument(
-        "--images", type=Path, metavar="DIR",
+        "--images",
+        type=Path,
+        metavar="DIR",
         help="instead: predict every 28x28 PNG in DIR (light digit on dark, as MNIST)",
-    )  # fmt: skip
+    )
     p.add_argument("--invert", action="store_true", help="the PNGs are dark on light (ink)")
     p.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
         help="auto (default): the kind of device the run trained on, when there is one",
-    )  # fmt: skip
+    )
     return p
 
 

@@ -43,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = run_folder_parser("python -m mnist_sweep.export", __doc__.splitlines()[0])
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx")
     p.add_argument(
-        "--calibration", type=int, default=CALIBRATION_IMAGES, metavar="N",
+        "--calibration",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        metavar="N",
         help=f"training images that calibrate the int8 file (default {CALIBRATION_IMAGES:,})",
-    )  # fmt: skip
+    )
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: RUN_DIR)")
     return p
 

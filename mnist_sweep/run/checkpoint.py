@@ -24,10 +24,16 @@ from mnist_sweep.run.build import Run
 # Settings that may differ between the interrupted run and its resumption: they
 # change how a run is executed, not what it computes.
 MAY_CHANGE = {
-    "trainer.resume", "trainer.progress", "trainer.device", "trainer.threads",
+    "trainer.resume",
+    "trainer.progress",
+    "trainer.device",
+    "trainer.threads",
     "trainer.cuda_graph",
-    "data.root", "data.download", "data.verify", "data.eval_batch_size",
-}  # fmt: skip
+    "data.root",
+    "data.download",
+    "data.verify",
+    "data.eval_batch_size",
+}
 
 
 def _on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:

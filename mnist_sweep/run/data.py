@@ -210,10 +210,15 @@ def elastic_displacement(
     kernel = torch.exp(-(taps**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     # Separable smoothing, each displacement channel on its own.
-    field = F.conv2d(noise.to(x.dtype), kernel.view(1, 1, -1, 1).expand(2, 1, -1, 1),
-                     padding=(radius, 0), groups=2)  # fmt: skip
-    field = F.conv2d(field, kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1),
-                     padding=(0, radius), groups=2)  # fmt: skip
+    field = F.conv2d(
+        noise.to(x.dtype),
+        kernel.view(1, 1, -1, 1).expand(2, 1, -1, 1),
+        padding=(radius, 0),
+        groups=2,
+    )
+    field = F.conv2d(
+        field, kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1), padding=(0, radius), groups=2
+    )
     # Pixels to grid units: the grid spans 2 over the image's side. Filled, not copied
     # from a host list: a CUDA graph (run/stack_graph.py) cannot capture a host copy.
     scale = torch.full((2,), 2 / w, device=x.device, dtype=x.dtype)
@@ -232,9 +237,12 @@ def augmentation(aug_cfg: Any, mean: float, std: float) -> dict[str, float] | No
         return None
     sigma = float(aug_cfg.get("elastic_sigma", 4.0))
     return {
-        **ranges, "elastic_sigma": sigma, "p": float(aug_cfg.get("p", 1.0)),
-        "mean": mean, "std": std,
-    }  # fmt: skip
+        **ranges,
+        "elastic_sigma": sigma,
+        "p": float(aug_cfg.get("p", 1.0)),
+        "mean": mean,
+        "std": std,
+    }
 
 
 def augment_batch(

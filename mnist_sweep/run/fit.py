@@ -40,8 +40,12 @@ def train_epoch(
     returns (mean loss, accuracy %)."""
     data = run.data if data is None else data
     cfg, model, optimizer, scheduler, average = (
-        run.cfg, run.model, run.optimizer, run.scheduler, run.average
-    )  # fmt: skip
+        run.cfg,
+        run.model,
+        run.optimizer,
+        run.scheduler,
+        run.average,
+    )
     model.train()
     n, batch_size = data.n_train, cfg.data.batch_size
     # Read once: config lookups cost more than they look, and these are per-step.

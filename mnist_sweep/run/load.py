@@ -45,9 +45,11 @@ def run_folder_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("run_dir", type=Path, help="a run folder a training wrote")
     parser.add_argument(
-        "--data-root", type=Path, metavar="DIR",
+        "--data-root",
+        type=Path,
+        metavar="DIR",
         help="the folder holding MNIST/raw/ (default: the run's data.root)",
-    )  # fmt: skip
+    )
     return parser
 
 

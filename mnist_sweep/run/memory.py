@@ -41,8 +41,9 @@ def footprint(build: Callable[[], nn.Module], batch_size: int) -> tuple[int, int
         model = build()
         sizes: list[int] = []
         leaves = [m for m in model.modules() if not any(m.children())]
-        hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
-                 for m in leaves]  # fmt: skip
+        hooks = [
+            m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel())) for m in leaves
+        ]
         model.train()
         model(torch.empty(batch_size, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE))
     for hook in hooks:

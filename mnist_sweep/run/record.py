@@ -191,10 +191,14 @@ def _plain(value: Any) -> Any:
 
 # What each of pydantic's strict type errors expected.
 _EXPECTED = {
-    "int_type": "an integer", "float_type": "a number", "string_type": "a string",
-    "bool_type": "true or false", "list_type": "a list", "dict_type": "a JSON object",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a JSON object",
     "model_type": "a JSON object",
-}  # fmt: skip
+}
 
 
 def _kind(value: Any) -> str:
@@ -209,8 +213,9 @@ def _problem(error: ErrorDetails) -> str:
         loc, kind = (*loc, error["ctx"]["key"]), "missing"
     if not loc:
         return f"holds {_kind(error['input'])}, expected a JSON object"
-    outer = "".join(f"[{p}]" if isinstance(p, int) else f"{'.' if i else ''}{p}"
-                    for i, p in enumerate(loc[:-1]))  # fmt: skip
+    outer = "".join(
+        f"[{p}]" if isinstance(p, int) else f"{'.' if i else ''}{p}" for i, p in enumerate(loc[:-1])
+    )
     key = loc[-1]
     name = f"{outer}[{key}]" if isinstance(key, int) else f"{outer} {key!r}".lstrip()
     if kind == "missing":

@@ -108,8 +108,9 @@ def restore(run: StackedRun, checkpoints: list[record.Checkpoint | None]) -> Non
         copy.dropout.set_state(state.cuda_rng[0] if cuda and state.cuda_rng else state.torch_rng)
     # The optimizer's, schedule's and average's states are stacked over all copies; a
     # copy without a checkpoint (dead) borrows a live one's, which it never uses.
-    states = [c.resume if c is not None and c.resume is not None else saved[0].resume
-              for c in checkpoints]  # fmt: skip
+    states = [
+        c.resume if c is not None and c.resume is not None else saved[0].resume for c in checkpoints
+    ]
     run.optimizer.load_state_dict(_stack([s.optimizer for s in states], run.device))
     run.scheduler.load_state_dict(saved[0].resume.scheduler)
     if run.average is not None and all(s.average is not None for s in states):

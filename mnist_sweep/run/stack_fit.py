@@ -137,9 +137,13 @@ def fit_epoch_stacked(run: StackedRun, epoch: int) -> tuple[list[EpochRow | None
         val_loss, val_acc = evaluate_stacked(shipped, data.val_x, data.val_y, bs, run.autocast)
     lr = run.scheduler.get_last_lr()[0]
     figures = {
-        "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-        "test_acc": test_acc, "val_loss": val_loss, "val_acc": val_acc,
-    }  # fmt: skip
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+    }
     eval_seconds = round(time.perf_counter() - t0 - seconds, 3)
     rows: list[EpochRow | None] = []
     for k, c in enumerate(run.copies):

@@ -102,8 +102,10 @@ class GraphedTraining:
             )
         group = optimizer.param_groups[0]
         if group.get("dampening", 0) or group.get("maximize", False):
-            raise UserError("trainer.cuda_graph=true: SGD with dampening or maximize is not "
-                            "replayed; use trainer.cuda_graph=false")  # fmt: skip
+            raise UserError(
+                "trainer.cuda_graph=true: SGD with dampening or maximize is not "
+                "replayed; use trainer.cuda_graph=false"
+            )
         self.run = run
         device, k = run.device, len(run.copies)
         self.batch = int(run.cfg.data.batch_size)
@@ -177,8 +179,16 @@ class GraphedTraining:
     def _capture(self) -> None:
         """Warm up on a side stream (lazy initialisation must not happen during capture),
         put every state back as it was, then capture one full step."""
-        state = [*self.params, *self.run.net.buffers(), *self.buffers, *self._averaged(),
-                 self.loss_sum, self.correct, self.step, self.i]  # fmt: skip
+        state = [
+            *self.params,
+            *self.run.net.buffers(),
+            *self.buffers,
+            *self._averaged(),
+            self.loss_sum,
+            self.correct,
+            self.step,
+            self.i,
+        ]
         saved = [t.detach().clone() for t in state]
         rng = torch.cuda.get_rng_state(self.run.device)
         stream = torch.cuda.Stream(self.run.device)
@@ -203,9 +213,11 @@ class GraphedTraining:
         run.net.train()
         n = run.data.n_train
         full, rest = divmod(n, self.batch)
-        self.perms.copy_(torch.stack(
-            [torch.randperm(n, device=run.device, generator=c.generator) for c in run.copies]
-        ))  # fmt: skip
+        self.perms.copy_(
+            torch.stack(
+                [torch.randperm(n, device=run.device, generator=c.generator) for c in run.copies]
+            )
+        )
         self.alive.copy_(run.alive())
         self.loss_sum.zero_()
         self.correct.zero_()

@@ -94,8 +94,12 @@ class StackedNet(nn.Module):
         skeleton = self.skeleton
         skeleton.train(self.training)
 
-        def one(params: dict[str, Tensor], buffers: dict[str, Tensor], xb: Tensor,
-                copy_masks: tuple[Tensor, ...]) -> Tensor:  # fmt: skip
+        def one(
+            params: dict[str, Tensor],
+            buffers: dict[str, Tensor],
+            xb: Tensor,
+            copy_masks: tuple[Tensor, ...],
+        ) -> Tensor:
             for layer, mask in zip(self.dropouts, copy_masks, strict=False):
                 layer.mask = mask
             try:

@@ -127,10 +127,16 @@ def _train_seeds(
         folder = seed_dir(run_dir, c.seed)
         resolved, logger_cfg = _resolved(c.cfg)
         metrics = RunRecord(
-            model=cfg.model.name, params=stacked.params, target_acc=cfg.target_acc,
-            epochs_planned=cfg.trainer.epochs, seed=c.seed, device=c.setup.device_name,
-            torch=str(torch.__version__), host=socket.gethostname(), pid=os.getpid(),
-        )  # fmt: skip
+            model=cfg.model.name,
+            params=stacked.params,
+            target_acc=cfg.target_acc,
+            epochs_planned=cfg.trainer.epochs,
+            seed=c.seed,
+            device=c.setup.device_name,
+            torch=str(torch.__version__),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
         one = _Seed(folder, metrics, resolved)
         saved.append(_resume_one(cfg, one, c) if cfg.trainer.get("resume") else None)
         one.tracker = open_tracker(logger_cfg, resolved, folder, one.metrics, labels)
@@ -167,9 +173,13 @@ def _train_seeds(
             log.info("resuming %s after epoch %d", run_dir, first_epoch - 1)
         log.info(
             "model %s: %s params | %d copies (seeds %s) | %s train images | %s",
-            cfg.model.name, f"{run.params:,}", len(seeds), seeds, f"{run.data.n_train:,}",
+            cfg.model.name,
+            f"{run.params:,}",
+            len(seeds),
+            seeds,
+            f"{run.data.n_train:,}",
             runs[0].metrics.device,
-        )  # fmt: skip
+        )
         for epoch in range(first_epoch, run.epochs + 1):
             _epoch(run, runs, epoch, save)
             if not live():
@@ -198,8 +208,12 @@ def _train_seeds(
             if r.tracker is not None:
                 r.tracker.finish(r.metrics)
     for r in runs:
-        log.info("seed %d: %s, final test accuracy %s", r.metrics.seed, r.metrics.status,
-                 r.metrics.test_acc)  # fmt: skip
+        log.info(
+            "seed %d: %s, final test accuracy %s",
+            r.metrics.seed,
+            r.metrics.status,
+            r.metrics.test_acc,
+        )
     return {r.metrics.seed: r.metrics.to_dict() for r in runs}
 
 
@@ -224,9 +238,17 @@ def _epoch(run: StackedRun, runs: list[_Seed], epoch: int, save: Callable[..., N
         r.tracker.log_epoch(row)
         log.info(
             "seed %d epoch %d/%d | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | "
-            "lr %.3g | %.1fs", r.metrics.seed, epoch, run.epochs, row.train_loss, row.train_acc,
-            row.test_loss, row.test_acc, row.lr, row.seconds,
-        )  # fmt: skip
+            "lr %.3g | %.1fs",
+            r.metrics.seed,
+            epoch,
+            run.epochs,
+            row.train_loss,
+            row.train_acc,
+            row.test_loss,
+            row.test_acc,
+            row.lr,
+            row.seconds,
+        )
 
 
 def _resume_one(cfg: DictConfig, one: _Seed, c: Any) -> record.Checkpoint | None:

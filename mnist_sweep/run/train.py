@@ -107,9 +107,12 @@ def _train(
             log.info("resuming %s after epoch %d", run_dir, first_epoch - 1)
         log.info(
             "model %s: %s params | %s train / %s test images | %s",
-            cfg.model.name, f"{run.params:,}", f"{run.data.n_train:,}",
-            f"{run.data.test_x.shape[0]:,}", metrics.device,
-        )  # fmt: skip
+            cfg.model.name,
+            f"{run.params:,}",
+            f"{run.data.n_train:,}",
+            f"{run.data.test_x.shape[0]:,}",
+            metrics.device,
+        )
 
         def keep(row: EpochRow) -> None:
             metrics.add_epoch(row)

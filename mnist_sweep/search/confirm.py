@@ -83,11 +83,17 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
     seeds = [first + i for i in range(n_seeds)]
     out = sweep_dir / "confirm"
     command = [
-        sys.executable, "-m", "mnist_sweep", "-m", *overrides,
+        sys.executable,
+        "-m",
+        "mnist_sweep",
+        "-m",
+        *overrides,
         f"trainer.seed={','.join(map(str, seeds))}",
-        f"hydra.sweep.dir={out}", "hydra.sweep.subdir=seed_${trainer.seed}",
-        *launcher, *extra,
-    ]  # fmt: skip
+        f"hydra.sweep.dir={out}",
+        "hydra.sweep.subdir=seed_${trainer.seed}",
+        *launcher,
+        *extra,
+    ]
     subprocess.run(command, check=False)
 
     runs = []

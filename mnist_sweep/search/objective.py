@@ -162,11 +162,13 @@ class TrialJobs:
         overrides = list(self.configure(trial))
         subdir = f"trial_{trial.number:03d}"
         TrialResult(
-            run_dir=str(self.sweep_dir / subdir), worker=worker_id(), target_acc=self.target,
+            run_dir=str(self.sweep_dir / subdir),
+            worker=worker_id(),
+            target_acc=self.target,
             retry_of=RetryHeartbeatStaleTrialCallback.retried_trial_number(
                 study.get_trials(deepcopy=False)[trial.number]
             ),
-        ).save(trial)  # fmt: skip
+        ).save(trial)
         with self._idx_lock:
             self._running.add(trial.number)
         try:
@@ -251,8 +253,10 @@ class TrialJobs:
         if rival is not None and rival[1] <= seeds[0].record.params:
             log.info(
                 "trial %d: no more seeds; trial %d already holds with %s params",
-                trial.number, rival[0], f"{rival[1]:,}",
-            )  # fmt: skip
+                trial.number,
+                rival[0],
+                f"{rival[1]:,}",
+            )
             return False
         return True
 
@@ -278,9 +282,10 @@ class TrialJobs:
         new = [seeds[0].seed + len(seeds) + i for i in range(count)]
         log.info(
             "trial %d: %s so far; training seed %s",
-            trial.number, " / ".join(f"{s.selection_acc:.2f}" for s in seeds),
+            trial.number,
+            " / ".join(f"{s.selection_acc:.2f}" for s in seeds),
             ", ".join(map(str, new)),
-        )  # fmt: skip
+        )
         kept = [o for o in overrides if not o.startswith("trainer.seed=")]
         label = f"++hydra.job.{record.SEED_OF}={trial.number}"
         jobs = [([*kept, f"trainer.seed={s}", label], f"{subdir}_seed{s}") for s in new]
@@ -306,11 +311,14 @@ class TrialJobs:
         goal = self.settings.goal
         log.info(
             "trial %d: %s params, %s%% %s accuracy (%s; target %.2f%%: %s)",
-            trial.number, f"{first.params:,}", " / ".join(f"{a:.2f}" for a in held.accs),
+            trial.number,
+            f"{first.params:,}",
+            " / ".join(f"{a:.2f}" for a in held.accs),
             selection_split({"val_acc": first.val_acc}),
             f"mean {mean:.2f}% over {len(seeds)} seeds" if len(seeds) > 1 else "one seed",
-            self.target, "holds" if held.holds else "does not hold",
-        )  # fmt: skip
+            self.target,
+            "holds" if held.holds else "does not hold",
+        )
         if goal is Goal.SMALLEST:
             trial.set_constraint("accuracy", held.shortfall())
             return float(first.params)

@@ -42,11 +42,35 @@ IMPORTANCES_PNG = "param_importances.png"
 INTERMEDIATE_PNG = "intermediate_values.png"
 
 
-PARETO_FIELDS = ["trial", "params", "selection_acc", "test_acc", "val_acc", "feasible",
-                 "on_front", "run_dir", "overrides", "seed_accs", "holds"]  # fmt: skip
-TRIALS_FIELDS = ["trial", "state", "params", "selection_acc", "test_acc", "val_acc",
-                 "target_acc", "feasible", "seeds", "seed_accs", "holds", "epochs_run",
-                 "seconds", "fail_reason"]  # fmt: skip
+PARETO_FIELDS = [
+    "trial",
+    "params",
+    "selection_acc",
+    "test_acc",
+    "val_acc",
+    "feasible",
+    "on_front",
+    "run_dir",
+    "overrides",
+    "seed_accs",
+    "holds",
+]
+TRIALS_FIELDS = [
+    "trial",
+    "state",
+    "params",
+    "selection_acc",
+    "test_acc",
+    "val_acc",
+    "target_acc",
+    "feasible",
+    "seeds",
+    "seed_accs",
+    "holds",
+    "epochs_run",
+    "seconds",
+    "fail_reason",
+]
 
 
 def _row(t: FrozenTrial) -> dict[str, Any]:
@@ -54,12 +78,17 @@ def _row(t: FrozenTrial) -> dict[str, Any]:
     r = TrialResult.of(t)
     seconds = t.duration.total_seconds() if t.duration else None
     return {
-        **r.model_dump(), "trial": t.number, "state": t.state.name, "params": _params(r),
+        **r.model_dump(),
+        "trial": t.number,
+        "state": t.state.name,
+        "params": _params(r),
         "feasible": t.state == TrialState.COMPLETE and is_feasible(t),
-        "seeds": " ".join(map(str, r.seeds)), "seed_accs": " ".join(f"{a:g}" for a in r.seed_accs),
+        "seeds": " ".join(map(str, r.seeds)),
+        "seed_accs": " ".join(f"{a:g}" for a in r.seed_accs),
         "epochs_run": max(t.intermediate_values, default=None),
-        "seconds": None if seconds is None else round(seconds, 1), **t.params,
-    }  # fmt: skip
+        "seconds": None if seconds is None else round(seconds, 1),
+        **t.params,
+    }
 
 
 def _params(r: TrialResult) -> int | None:
@@ -110,7 +139,7 @@ def front_results(rows: list[dict[str, Any]], winner: int | None) -> list[plots.
             r["selection_acc"],
             "target met" if r["feasible"] else "below target",
             f"winner: {r['params']:,}" if r["trial"] == winner else None,
-        )  # fmt: skip
+        )
         for r in rows
     ]
 
@@ -137,8 +166,10 @@ def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
     if len(done) < 2 or not varying:
         log.info(
             "no %s: it needs 2 completed trials whose parameters differ (the study has %d "
-            "completed)", IMPORTANCES_PNG, len(done),
-        )  # fmt: skip
+            "completed)",
+            IMPORTANCES_PNG,
+            len(done),
+        )
         return False
     with plots.optuna_figure(path) as optuna_plots, warnings.catch_warnings():
         # Optuna reminds that its evaluator ranks by *low* target values: the
@@ -187,10 +218,13 @@ def plot_intermediate(
     finals = [c.points[-1][1] for c in curves if not c.cut]
     ends = [c.points[-1][1] for c in curves if c.cut]
     plots.curves(
-        path, f"{study.study_name}: {selection} accuracy per epoch, {len(curves)} trials", curves,
-        ylabel=f"{selection} accuracy (%)", target=target,
+        path,
+        f"{study.study_name}: {selection} accuracy per epoch, {len(curves)} trials",
+        curves,
+        ylabel=f"{selection} accuracy (%)",
+        target=target,
         floor=plots.accuracy_floor(finals or ends, ends),
-    )  # fmt: skip
+    )
 
 
 def _plot_safely(name: str, draw: Callable[[], Any]) -> None:
@@ -248,9 +282,12 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
     )
     for row in (r for r in rows if r["on_front"]):
         log.info(
-            "  front: trial %d  %8s params  %.2f%%%s", row["trial"], f"{row['params']:,}",
-            row["selection_acc"], "  (target met)" if row["feasible"] else "",
-        )  # fmt: skip
+            "  front: trial %d  %8s params  %.2f%%%s",
+            row["trial"],
+            f"{row['params']:,}",
+            row["selection_acc"],
+            "  (target met)" if row["feasible"] else "",
+        )
     return winner
 
 

@@ -37,8 +37,12 @@ def gpu_workers(n_jobs: int, device: str, cuda_devices: int) -> int:
     if not on_gpu(device, cuda_devices) or n_jobs <= max(cuda_devices, 1):
         return n_jobs
     workers = max(cuda_devices, 1)
-    log.info("n_jobs=%d on %d GPU(s): %d worker(s), one per GPU (processes sharing a GPU "
-             "take turns)", n_jobs, cuda_devices, workers)  # fmt: skip
+    log.info(
+        "n_jobs=%d on %d GPU(s): %d worker(s), one per GPU (processes sharing a GPU take turns)",
+        n_jobs,
+        cuda_devices,
+        workers,
+    )
     return workers
 
 

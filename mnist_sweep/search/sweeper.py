@@ -101,19 +101,28 @@ class MnistSweeper(OptunaSweeperImpl):
         try:
             self.settings = validate_sweeper(
                 {
-                    "storage": storage, "study_name": study_name, "n_trials": n_trials,
-                    "n_jobs": n_jobs, "max_failure_rate": max_failure_rate,
+                    "storage": storage,
+                    "study_name": study_name,
+                    "n_trials": n_trials,
+                    "n_jobs": n_jobs,
+                    "max_failure_rate": max_failure_rate,
                     **{k: _plain(v) for k, v in settings.items()},
                 }
-            )  # fmt: skip
+            )
         except ConfigError as e:
             fail(str(e))
         directions = self.settings.goal.directions
         super().__init__(
             instantiate(sampler, _execution_whitelist_=SAMPLER_TARGETS),
             directions[0] if len(directions) == 1 else directions,
-            storage, study_name, n_trials, n_jobs, max_failure_rate, custom_search_space, params,
-        )  # fmt: skip
+            storage,
+            study_name,
+            n_trials,
+            n_jobs,
+            max_failure_rate,
+            custom_search_space,
+            params,
+        )
         self.pruner_cfg = pruner
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
@@ -149,14 +158,19 @@ class MnistSweeper(OptunaSweeperImpl):
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         settings = self.settings
         storage = open_storage(
-            str(self.storage), settings.heartbeat_interval, settings.grace_period,
+            str(self.storage),
+            settings.heartbeat_interval,
+            settings.grace_period,
             workers.retry_callback(settings.retry_failed),
-        )  # fmt: skip
+        )
         return optuna.create_study(
-            study_name=self.study_name, storage=storage, sampler=self.sampler,
-            directions=settings.goal.directions, pruner=build_pruner(self.pruner_cfg),
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            directions=settings.goal.directions,
+            pruner=build_pruner(self.pruner_cfg),
             load_if_exists=True,
-        )  # fmt: skip
+        )
 
     def _new_launcher(self) -> Launcher:
         """A launcher for one worker thread: none of them need be safe to share."""
@@ -167,8 +181,11 @@ class MnistSweeper(OptunaSweeperImpl):
     def _workers(self) -> int:
         # The basic launcher runs its jobs in this very process, one at a time.
         if type(self.launcher).__name__ == "BasicLauncher" and self.n_jobs > 1:
-            log.info("the basic launcher runs one trial at a time; for n_jobs=%d trials at "
-                     "once use hydra/launcher=joblib (or submitit)", self.n_jobs)  # fmt: skip
+            log.info(
+                "the basic launcher runs one trial at a time; for n_jobs=%d trials at "
+                "once use hydra/launcher=joblib (or submitit)",
+                self.n_jobs,
+            )
             return 1
         return self.n_jobs
 
@@ -246,24 +263,30 @@ class MnistSweeper(OptunaSweeperImpl):
         device, gpus = str(self.config.trainer.device), cuda_devices()
         stack = stacking.stacks_seeds(device, self.settings.seeds, gpus, self.settings.stack_seeds)
         jobs = TrialJobs(
-            settings=self.settings, configure=configure, new_launcher=self._new_launcher,
-            sweep_dir=Path(str(self.config.hydra.sweep.dir)), target=target,
+            settings=self.settings,
+            configure=configure,
+            new_launcher=self._new_launcher,
+            sweep_dir=Path(str(self.config.hydra.sweep.dir)),
+            target=target,
             metric=self.config.get("optimized_metric"),
             n_workers=stacking.gpu_workers(self._workers(), device, gpus),
             stack=stack,
             default_seed=int(self.config.trainer.seed),
             gpus=gpus if device in ("auto", "cuda") else 0,
-        )  # fmt: skip
+        )
         if stack:
             log.info("each trial trains its %d seeds as one stacked job", self.settings.seeds)
         workers.fail_orphans(study, self.settings.retry_failed)
         log.info(
             "study %s (storage %s): %d finished trials kept, %d to run by %d workers; "
             "sweep folder %s",
-            study.study_name, display_url(self.storage),
+            study.study_name,
+            display_url(self.storage),
             len(study.get_trials(deepcopy=False, states=FINISHED)),
-            max(n_trials - len(taken(study)), 0), jobs.n_workers, jobs.sweep_dir,
-        )  # fmt: skip
+            max(n_trials - len(taken(study)), 0),
+            jobs.n_workers,
+            jobs.sweep_dir,
+        )
         # Optuna logs each caught failure with its traceback; the sweep logs its own line.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         return study, jobs

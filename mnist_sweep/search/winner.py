@@ -103,8 +103,11 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     trials = [(t, r) for t, r in trials if r.selection_acc is not None]
     if Goal.of(study.directions) is Goal.PARETO:
         trials = [(t, r) for t, r in trials if r.holds]
-    best = min(trials, key=lambda tr: (tr[0].values[0], -tr[1].selection_acc, tr[0].number),  # type: ignore[operator]
-               default=None)  # fmt: skip
+    best = min(
+        trials,
+        key=lambda tr: (tr[0].values[0], -tr[1].selection_acc, tr[0].number),  # type: ignore[operator]
+        default=None,
+    )
     return best[0] if best else None
 
 
@@ -127,9 +130,12 @@ def winner_of(study: optuna.Study, target: float) -> Winner:
     selection = next((r.selection for _, r in complete if r.selection), "test")
     states = [t.state for t in study.get_trials(deepcopy=False)]
     base = {
-        "study": study.study_name, "objective": goal.value, "target_acc": target,
-        "selection": selection, "trials": {s.name.lower(): states.count(s) for s in TrialState},
-    }  # fmt: skip
+        "study": study.study_name,
+        "objective": goal.value,
+        "target_acc": target,
+        "selection": selection,
+        "trials": {s.name.lower(): states.count(s) for s in TrialState},
+    }
     if goal is Goal.PARETO:
         base["front"] = [
             FrontPoint(trial=t.number, params=_params(t, r), selection_acc=r.selection_acc)
@@ -159,16 +165,27 @@ def winner_of(study: optuna.Study, target: float) -> Winner:
         message = (
             f"smallest net holding {target}%: trial {best.number}, {params:,} params, "
             f"final-epoch {selection} accuracy {_accs(seed_accs)}%"
-            + (f" (mean {r.selection_acc:.2f}% over {len(r.seeds)} seeds)" if len(r.seeds) > 1
-               else " (one seed: confirm it on fresh seeds)")
-        )  # fmt: skip
+            + (
+                f" (mean {r.selection_acc:.2f}% over {len(r.seeds)} seeds)"
+                if len(r.seeds) > 1
+                else " (one seed: confirm it on fresh seeds)"
+            )
+        )
     return Winner(
         **base,
-        params=params, test_acc=r.test_acc, val_acc=r.val_acc, selection_acc=r.selection_acc,
-        overrides=overrides(best), run_dir=r.run_dir, trial=best.number, seeds=r.seeds or None,
-        seed_accs=seed_accs, seed_test_accs=r.seed_test_accs or None,
-        holds=is_feasible(best) if r.holds is None else r.holds, message=message,
-    )  # fmt: skip
+        params=params,
+        test_acc=r.test_acc,
+        val_acc=r.val_acc,
+        selection_acc=r.selection_acc,
+        overrides=overrides(best),
+        run_dir=r.run_dir,
+        trial=best.number,
+        seeds=r.seeds or None,
+        seed_accs=seed_accs,
+        seed_test_accs=r.seed_test_accs or None,
+        holds=is_feasible(best) if r.holds is None else r.holds,
+        message=message,
+    )
 
 
 def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
@@ -178,8 +195,11 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
     winner.save(sweep_dir)
     best = None if winner.trial is None else study.get_trials(deepcopy=False)[winner.trial]
     value = None if best is None else best.values[0] if len(best.values) == 1 else best.values
-    results = {"name": "optuna", "best_params": dict(best.params) if best else None,
-               "best_value": value}  # fmt: skip
+    results = {
+        "name": "optuna",
+        "best_params": dict(best.params) if best else None,
+        "best_value": value,
+    }
     OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS)
     log.info(winner.message)
     return winner

@@ -183,10 +183,17 @@ def write_throughput(
     ran = [(seconds, r) for seconds, r in ran if r.worker == worker_id()]
     wall = (datetime.now() - since).total_seconds()
     busy, trials, runs = sum(s for s, _ in ran), len(ran), sum(r.runs for _, r in ran)
-    record.write_json(path, {
-        "launcher": launcher, "workers": n_workers, "trials": trials, "runs": runs,
-        "wall_seconds": round(wall, 3), "trial_seconds": round(busy, 3),
-        "utilisation": round(busy / (n_workers * wall), 4) if wall else None,
-        "trials_per_hour": round(trials * 3600 / wall, 2) if wall else None,
-        "runs_per_hour": round(runs * 3600 / wall, 2) if wall else None,
-    })  # fmt: skip
+    record.write_json(
+        path,
+        {
+            "launcher": launcher,
+            "workers": n_workers,
+            "trials": trials,
+            "runs": runs,
+            "wall_seconds": round(wall, 3),
+            "trial_seconds": round(busy, 3),
+            "utilisation": round(busy / (n_workers * wall), 4) if wall else None,
+            "trials_per_hour": round(trials * 3600 / wall, 2) if wall else None,
+            "runs_per_hour": round(runs * 3600 / wall, 2) if wall else None,
+        },
+    )

@@ -136,5 +136,7 @@ class Guarded:
             log.warning(
                 "%s tracking failed (%s: %s); training goes on without it, and metrics.json "
                 "in the run folder keeps the whole record",
-                self.name, type(e).__name__, why,
-            )  # fmt: skip
+                self.name,
+                type(e).__name__,
+                why,
+            )

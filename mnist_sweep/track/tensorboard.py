@@ -20,9 +20,14 @@ FIGURES = {"loss": "loss", "acc": "accuracy"}
 FINAL = "final"  # the section of the figures logged once, when the run ends
 # The columns of the HParams table beside the hyperparameters.
 HPARAM_METRICS = (
-    "accuracy/test", "accuracy/val", "loss/test",
-    f"{FINAL}/params", f"{FINAL}/best_test_acc", f"{FINAL}/reached_target", f"{FINAL}/epochs",
-)  # fmt: skip
+    "accuracy/test",
+    "accuracy/val",
+    "loss/test",
+    f"{FINAL}/params",
+    f"{FINAL}/best_test_acc",
+    f"{FINAL}/reached_target",
+    f"{FINAL}/epochs",
+)
 
 
 class TensorBoardTracker:
