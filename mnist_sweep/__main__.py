@@ -22,10 +22,10 @@ from mnist_sweep.errors import (
     sigterm_interrupts,
 )
 from mnist_sweep.run import record
-from mnist_sweep.run.stack_train import train_seeds
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.search.pruning import stack_reporter, trial_reporter
+from mnist_sweep.stack.train import train_seeds
 from mnist_sweep.track import run_labels
 
 STOCK_OPTUNA = "hydra_plugins.hydra_optuna_sweeper"

@@ -19,11 +19,11 @@ from mnist_sweep.run import data as data_module
 from mnist_sweep.run import record
 from mnist_sweep.run.load import load_model
 from mnist_sweep.run.record import RunRecord, RunStatus
-from mnist_sweep.run.stack_build import check_seeds, seed_config
-from mnist_sweep.run.stack_dropout import DropoutLayer, solo_mask
-from mnist_sweep.run.stack_train import seed_dir, train_seeds
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
+from mnist_sweep.stack.build import check_seeds, seed_config
+from mnist_sweep.stack.dropout import DropoutLayer, solo_mask
+from mnist_sweep.stack.train import seed_dir, train_seeds
 from tests.conftest import compose_config, run_cli, without_timings
 
 SEEDS = [41, 42, 43]
@@ -151,7 +151,7 @@ def test_bad_seeds_are_one_line():
 @pytest.mark.slow
 def test_a_diverged_copy_is_recorded_and_the_others_go_on(quick_cfg, tmp_path, monkeypatch):
     cfg = quick_cfg("model=tiny", **TINY)
-    from mnist_sweep.run import stack_fit
+    from mnist_sweep.stack import fit as stack_fit
 
     real = stack_fit.train_epoch_stacked
 
@@ -250,7 +250,7 @@ def test_bench_stack_prints_and_writes_every_k_side_by_side(data_root, tmp_path,
 
 
 def test_cpu_runs_never_take_the_cuda_graph(quick_cfg):
-    from mnist_sweep.run.stack_graph import uses_cuda_graph
+    from mnist_sweep.stack.graph import uses_cuda_graph
 
     cfg = quick_cfg("model=tiny")
     assert cfg.trainer.cuda_graph is True
@@ -264,7 +264,7 @@ def test_cpu_runs_never_take_the_cuda_graph(quick_cfg):
 
 def test_schedule_table_is_the_schedulers_own(quick_cfg):
     from mnist_sweep.run.build import build
-    from mnist_sweep.run.stack_graph import schedule_table
+    from mnist_sweep.stack.graph import schedule_table
 
     run = build(quick_cfg("model=tiny", **{"data.train_subset": 320, "data.batch_size": 64}))
     lrs, momenta = schedule_table(run, run.steps_per_epoch * run.epochs)
@@ -282,9 +282,9 @@ def test_the_graphed_step_is_the_eager_step(quick_cfg, float64):
     # The step a CUDA graph captures, run eagerly here: its own SGD, schedule table and
     # average must do what torch's SGD, the scheduler and AveragedModel do. Without
     # dropout and augmentation, whose numbers it draws from the CUDA generator.
-    from mnist_sweep.run.stack_build import build_stacked
-    from mnist_sweep.run.stack_fit import train_epoch_stacked
-    from mnist_sweep.run.stack_graph import GraphedTraining
+    from mnist_sweep.stack.build import build_stacked
+    from mnist_sweep.stack.fit import train_epoch_stacked
+    from mnist_sweep.stack.graph import GraphedTraining
 
     cfg = quick_cfg(
         "model=tiny",

@@ -7,7 +7,7 @@ machine's load. A round is one epoch over the subset; seconds per epoch are
 scaled to the full training set (60,000 images less data.val_size).
 
 - solo: today's path (run/fit.py's train_epoch), the K=1 eager baseline;
-- stacked K: run/stack_fit.py's eager step over K copies;
+- stacked K: stack/fit.py's eager step over K copies;
 - stacked K, CUDA graph: the same step replayed as one CUDA graph (CUDA only).
 
 Trainings per hour count training epochs only (trainer.epochs of them), not
@@ -34,9 +34,9 @@ from mnist_sweep.errors import UserError
 from mnist_sweep.run.build import cpu_threads
 from mnist_sweep.run.data import DeviceData
 from mnist_sweep.run.fit import sync, train_epoch
-from mnist_sweep.run.stack_build import build_stacked
-from mnist_sweep.run.stack_fit import train_epoch_stacked
-from mnist_sweep.run.stack_graph import GraphedTraining, uses_cuda_graph
+from mnist_sweep.stack.build import build_stacked
+from mnist_sweep.stack.fit import train_epoch_stacked
+from mnist_sweep.stack.graph import GraphedTraining, uses_cuda_graph
 
 EPOCH_IMAGES = 60_000
 

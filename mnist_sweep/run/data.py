@@ -220,7 +220,7 @@ def elastic_displacement(
         field, kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1), padding=(0, radius), groups=2
     )
     # Pixels to grid units: the grid spans 2 over the image's side. Filled, not copied
-    # from a host list: a CUDA graph (run/stack_graph.py) cannot capture a host copy.
+    # from a host list: a CUDA graph (stack/graph.py) cannot capture a host copy.
     scale = torch.full((2,), 2 / w, device=x.device, dtype=x.dtype)
     scale[1:].fill_(2 / h)
     return field.permute(0, 2, 3, 1) * alpha * scale

@@ -54,7 +54,7 @@ METRICS = "metrics.json"
 SUMMARY = "model_summary.txt"
 CHECKPOINT = "checkpoint.pt"
 CURVES = "curves.png"
-# A stacked run's own folder (trainer.seeds, run/stack_train.py) holds no run: it lists
+# A stacked run's own folder (trainer.seeds, stack/train.py) holds no run: it lists
 # its seeds' run folders, <folder>/seed_<s>/, in this file.
 STACK = "stack.json"
 HYDRA_DIR = Path(".hydra")

@@ -13,7 +13,7 @@ from mnist_sweep.schema.base import Count, Fraction, NonNegativeInt, OpenFractio
 class Trainer(Section):
     epochs: Count
     seed: NonNegativeInt
-    # One stacked copy per seed (run/stack_train.py); null: the single run of `seed`.
+    # One stacked copy per seed (stack/train.py); null: the single run of `seed`.
     # Default: configs written before the key existed.
     seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] | None = None
     cuda_graph: bool = True  # stacked runs on CUDA only; CPU runs are always eager

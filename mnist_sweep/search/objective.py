@@ -29,12 +29,12 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from mnist_sweep.errors import first_line, interruption
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
-from mnist_sweep.run.stack_train import seed_dir
 from mnist_sweep.schema.sweeper import Goal, Sweeper
 from mnist_sweep.search import stacking
 from mnist_sweep.search.pruning import accuracy_of, selection_accuracy, selection_split
 from mnist_sweep.search.seeds import Verdict, verdict
 from mnist_sweep.search.trial_result import TrialResult
+from mnist_sweep.stack.train import seed_dir
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class TrialJobs:
 
     def _run_stacked(self, trial: Trial, overrides: Sequence[str], subdir: str) -> list[Seed]:
         """Every seed of the trial in one stacked job, pruned on their mean; a seed folder
-        each (run/stack_train.py). A copy that diverged counts as a seed at 0%."""
+        each (stack/train.py). A copy that diverged counts as a seed at 0%."""
         first = stacking.first_seed(overrides, self.default_seed)
         numbers = [first + i for i in range(self.settings.seeds)]
         job = stacking.stacked_overrides(overrides, numbers)

@@ -1,6 +1,6 @@
 """Where a trial's seeds train, and how many trainings a machine runs at once.
 
-On a GPU a design's seeds train as one stacked job (run/stack_train.py): K copies
+On a GPU a design's seeds train as one stacked job (stack/train.py): K copies
 cost about what one costs, since a net this small leaves the GPU waiting on kernel
 launches, so the trial trains all of its seeds at once and is pruned on their mean.
 On a CPU each copy costs a whole training, so a trial trains one seed first and

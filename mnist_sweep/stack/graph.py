@@ -36,8 +36,8 @@ from mnist_sweep.errors import UserError
 from mnist_sweep.run.build import Run
 from mnist_sweep.run.data import augment_batch, augmentation
 from mnist_sweep.run.optim import build_optimizer, build_scheduler
-from mnist_sweep.run.stack_build import StackedRun
-from mnist_sweep.run.stack_loss import loss_function, teacher_logits
+from mnist_sweep.stack.build import StackedRun
+from mnist_sweep.stack.loss import loss_function, teacher_logits
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class GraphedTraining:
 
     def train_epoch(self, run: StackedRun) -> tuple[list[float], list[float]]:
         """One epoch of every live copy; each copy's (mean loss, accuracy %), as
-        run/stack_fit.py's train_epoch_stacked returns them."""
+        stack/fit.py's train_epoch_stacked returns them."""
         run.net.train()
         n = run.data.n_train
         full, rest = divmod(n, self.batch)

@@ -13,7 +13,7 @@ AveragedModel: each copy's update is its solo update, element for element.
 Dropout is the one layer vmap cannot reproduce: a solo run draws its masks from
 torch's global generator, and the K copies need K such streams. The skeleton's
 dropout layers are replaced by `GivenMask`, which multiplies by a mask drawn
-outside vmap (run/stack_dropout.py) per copy, from that copy's own stream.
+outside vmap (stack/dropout.py) per copy, from that copy's own stream.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from mnist_sweep.run import record
-from mnist_sweep.run.stack_build import StackedRun
-from mnist_sweep.run.stack_net import StackedNet
+from mnist_sweep.stack.build import StackedRun
+from mnist_sweep.stack.net import StackedNet
 
 
 def _slice(value: Any, k: int) -> Any:

@@ -4,7 +4,7 @@ Each copy is built exactly as its solo run builds it (run/build.py's
 `build_setup` under the copy's own `trainer.seed`, then its teacher, which
 draws from the same global generator), so its initial weights, its data
 generator and its dropout stream are the solo run's. Then the copies' nets are
-stacked (run/stack_net.py) and given one optimizer, one schedule and one weight
+stacked (stack/net.py) and given one optimizer, one schedule and one weight
 average: all three are elementwise over the stacked tensors, and the schedule
 is the same for every copy, so each copy's update is its solo update.
 The data and the teacher are loaded once and shared.
@@ -26,8 +26,8 @@ from mnist_sweep.run.build import Autocast, TrainingSetup, build_setup, prepare_
 from mnist_sweep.run.data import DeviceData, prepare_data
 from mnist_sweep.run.distill import load_teacher
 from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
-from mnist_sweep.run.stack_dropout import DropoutLayer, plan
-from mnist_sweep.run.stack_net import StackedNet
+from mnist_sweep.stack.dropout import DropoutLayer, plan
+from mnist_sweep.stack.net import StackedNet
 
 
 def check_seeds(seeds: object) -> list[int]:
@@ -114,7 +114,7 @@ class StackedRun:
     params: int
     teacher: nn.Module | None
     dropout_layers: list[DropoutLayer] = field(default_factory=list)
-    graphed: Any = None  # run/stack_graph.py's GraphedTraining, once captured (CUDA only)
+    graphed: Any = None  # stack/graph.py's GraphedTraining, once captured (CUDA only)
 
     def shipped(self) -> StackedNet:
         """The weights every copy evaluates and ships: the average, once it holds any."""

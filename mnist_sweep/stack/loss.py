@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mnist_sweep.run.stack_build import StackedRun
+from mnist_sweep.stack.build import StackedRun
 
 
 def loss_function(run: StackedRun) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:

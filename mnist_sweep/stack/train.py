@@ -29,13 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import TrialPruned
 
 from mnist_sweep.errors import TrainingDiverged, UserError
-from mnist_sweep.run import checkpoint, record, stack_checkpoint
+from mnist_sweep.run import checkpoint, record
 from mnist_sweep.run.build import cpu_threads
 from mnist_sweep.run.data import prepare_data
 from mnist_sweep.run.record import RunRecord, RunStatus
-from mnist_sweep.run.stack_build import StackedRun, assemble, build_copies, check_seeds
-from mnist_sweep.run.stack_fit import fit_epoch_stacked
 from mnist_sweep.schema import validate
+from mnist_sweep.stack import checkpoint as stack_checkpoint
+from mnist_sweep.stack.build import StackedRun, assemble, build_copies, check_seeds
+from mnist_sweep.stack.fit import fit_epoch_stacked
 from mnist_sweep.track import RunLabels, Tracker, open_tracker
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ from mnist_sweep.run.data import augment_batch, augmentation
 from mnist_sweep.run.fit import sync
 from mnist_sweep.run.optim import steps_per_epoch
 from mnist_sweep.run.record import EpochRow
-from mnist_sweep.run.stack_build import StackedRun
-from mnist_sweep.run.stack_dropout import draw
-from mnist_sweep.run.stack_graph import GraphedTraining, uses_cuda_graph
-from mnist_sweep.run.stack_loss import loss_function, teacher_logits
-from mnist_sweep.run.stack_net import StackedNet
+from mnist_sweep.stack.build import StackedRun
+from mnist_sweep.stack.dropout import draw
+from mnist_sweep.stack.graph import GraphedTraining, uses_cuda_graph
+from mnist_sweep.stack.loss import loss_function, teacher_logits
+from mnist_sweep.stack.net import StackedNet
 
 
 def augmented(run: StackedRun, x: Tensor, augment: dict[str, float] | None) -> Tensor:
