@@ -20,6 +20,7 @@ from mnist_sweep.errors import (
     interruption,
     out_of_memory,
     sigterm_interrupts,
+    stop_child_processes,
 )
 from mnist_sweep.run import record
 from mnist_sweep.run.train import train
@@ -126,6 +127,7 @@ def main() -> None:
     except KeyboardInterrupt as e:
         # Finished epochs and trials are already on disk; say so instead of a traceback.
         stop = interruption(e)
+        stop_child_processes()  # a multirun's workers record their runs interrupted too
         print(stop.line(), file=sys.stderr)
         raise SystemExit(stop.exit_status) from None
 

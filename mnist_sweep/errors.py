@@ -163,6 +163,9 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     # One graceful stop: a second SIGTERM while the first is being handled ends the
     # process at once, as one would expect from repeating it.
     signal.signal(signum, signal.SIG_DFL)
+    # A launcher's workers first: once this process unwinds, joblib kills them outright,
+    # before they could record their runs interrupted.
+    stop_child_processes()
     raise Interrupted(signum)
 
 
@@ -183,3 +186,35 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop_child_processes(grace: float = 10.0) -> None:
+    """Pass SIGTERM on to this process's children (a launcher's joblib workers), and give
+    them `grace` seconds to record their runs interrupted: left alone, they would be killed
+    at exit with their runs still marked running."""
+    import os
+    import time
+
+    me = str(os.getpid())
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me:  # the parent pid, after the state
+            children.append(int(stat.parent.name))
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while children and time.monotonic() < deadline:
+        children = [pid for pid in children if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        time.sleep(0.1)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import matplotlib.image
@@ -26,7 +27,17 @@ from mnist_sweep.search.confirm import launcher_overrides
 from mnist_sweep.search.pruning import TargetPruner, is_feasible
 from mnist_sweep.search.sweeper import FINISHED, derive_study_name
 from mnist_sweep.search.trial_result import TrialResult
-from tests.conftest import REPO, SWEEP, run_cli, run_sweep, start_cli, sweep_folder, wait_until
+from tests.conftest import (
+    CLI,
+    REPO,
+    SWEEP,
+    cli_env,
+    run_cli,
+    run_sweep,
+    start_cli,
+    sweep_folder,
+    wait_until,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -686,3 +697,46 @@ def test_every_stock_sampler_runs_with_the_preset(tmp_path, sampler):
     if sampler == "grid":  # two different points of the grid
         assert {t.params["model.w1"] for t in trials} <= {2, 4}
         assert len({tuple(sorted(t.params.items())) for t in trials}) == 2
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_plain_multirun_reaches_its_joblib_workers(tmp_path):
+    # Started from a script (not a process group's leader), as `timeout` or a batch
+    # system would: the workers still record their runs interrupted, not running.
+    args = [
+        "-m",
+        "model=tiny",
+        "data.train_subset=500",
+        "trainer.epochs=20",
+        "trainer.device=cpu",
+        "trainer.progress=false",
+        "trainer.seed=1,2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweep.dir=multi",
+    ]
+    run = subprocess.Popen(
+        [*CLI, *args],
+        cwd=tmp_path,
+        env=cli_env(),
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        runs = [tmp_path / "multi" / str(i) for i in (0, 1)]
+
+        def mid_way() -> bool:
+            return all((d / record.METRICS).is_file() and RunRecord.load(d).epochs for d in runs)
+
+        try:
+            wait_until(mid_way, "both runs mid-way", alive=lambda: run.poll() is None)
+        finally:
+            run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 143 and "Traceback" not in err
+        for d in runs:
+            metrics = RunRecord.load(d)
+            assert metrics.status is RunStatus.INTERRUPTED and metrics.signal == "SIGTERM"
+    finally:
+        run.kill()

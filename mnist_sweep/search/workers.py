@@ -23,6 +23,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from mnist_sweep.errors import stop_child_processes
 from mnist_sweep.run import record
 from mnist_sweep.run.record import process_alive
 from mnist_sweep.schema.sweeper import Sweeper
@@ -59,6 +60,7 @@ def exit_abandoning_jobs(code: int, message: str) -> NoReturn:
     processes, which ignore Ctrl-C and which Optuna's thread pool would wait for: in
     the process group this sweep leads (a terminal's), they are stopped with it."""
     print(message, file=sys.stderr, flush=True)
+    stop_child_processes()  # each records its run interrupted, wherever the sweep was started
     if os.getpgrp() == os.getpid():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.killpg(os.getpgrp(), signal.SIGTERM)
