@@ -35,9 +35,10 @@ SNAPSHOTS = REPO / "docs" / "results" / "snapshots"
 RESULTS = REPO / "docs" / "RESULTS.md"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
-# The keys that define a recipe: what a run trains, not where or how it reports.
+# The keys that define a recipe: what a run trains, not where or how it reports, nor how
+# its seeds are executed (stacked, replayed as a CUDA graph: each seed trains the same).
 RECIPE = ["model", "dropout", "data", "optimizer", "scheduler", "average", "distill", "trainer"]
-NOT_RECIPE = {"data": {"root"}, "trainer": {"progress", "device"}}
+NOT_RECIPE = {"data": {"root"}, "trainer": {"progress", "device", "seeds", "cuda_graph"}}
 
 
 def recipe(cfg: DictConfig) -> dict[str, Any]:
