@@ -242,7 +242,7 @@ BAD_VALUES = [
     ("model.num_classes=5", "model.num_classes=5: must be >= 10"),
     ("dropout.p=1.5", "dropout.p=1.5: must be in [0, 1)"),
     ("dropout.placement=everywhere", "dropout.placement='everywhere': must be one of unit, block"),
-    ("trainer.device=gpu", "trainer.device='gpu': must be one of auto, cpu, cuda"),
+    ("trainer.device=gpu", "trainer.device='gpu': must be one of auto, cpu, cuda, cuda:N"),
     ("trainer.precision=16", "trainer.precision=16: must be one of 32, bf16"),
     ("trainer.label_smoothing=1", "trainer.label_smoothing=1: must be in [0, 1)"),
     ("trainer.threads=0", "trainer.threads=0: must be >= 1"),

@@ -3,11 +3,13 @@ the `distill` group (a teacher's output as a second target)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
-from mnist_sweep.schema.base import Count, Fraction, NonNegativeInt, OpenFraction, Section, conflict
+from mnist_sweep.schema.base import Count, Fraction, NonNegativeInt, OpenFraction, Section
 
 
 class Trainer(Section):
@@ -19,7 +21,7 @@ class Trainer(Section):
     cuda_graph: bool = True  # stacked runs on CUDA only; CPU runs are always eager
     label_smoothing: Fraction
     # cuda:N: the sweep gives each worker its own GPU on a machine with several.
-    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+    device: str
     precision: Literal["32", "bf16"]
     progress: bool
     resume: bool
@@ -30,7 +32,16 @@ class Trainer(Section):
     @classmethod
     def _distinct(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and len(set(value)) != len(value):
-            raise conflict("seeds", "a seed is given twice; each copy needs its own seed")
+            raise PydanticCustomError(
+                "seeds", "a seed is given twice; each copy needs its own seed"
+            )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise PydanticCustomError("device", "must be one of auto, cpu, cuda, cuda:N")
         return value
 
     @field_validator("precision", mode="before")
