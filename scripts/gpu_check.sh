@@ -3,7 +3,7 @@
 #   bash ../shared/tools/gpu-bundle.sh                  # here, once: writes .gpu/
 #   source .gpu/setup.sh; bash scripts/gpu_check.sh     # on the GPU machine (carry .gpu)
 # 1. the bench, side by side in one process: solo eager, stacked 1 and 10, eager and graphed;
-# 2. real trainings of experiment=smallest (15 epochs, the shipped teacher, elastic):
+# 2. real trainings of sep_3671 (15 epochs, batch 32, the shipped teacher, elastic):
 #    10 seeds stacked in one process, then a lone run, each timed whole;
 # 3. a summary: each seed's final-epoch accuracy and the wall times.
 # Everything lands in $OUT (the device tool's folder) or ./gpu-check.
@@ -19,10 +19,10 @@ run() {  # name, limit in seconds, command...
   echo "$name rc=$rc wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | tee -a "$out/times.txt"
 }
 run bench 120 python3 -m mnist_sweep.bench --stack 1,10 --batches 300 --repeats 3 \
-  --json "$out/bench-stack.json" experiment=smallest trainer.device=cuda
-run stack10 90 python3 -m mnist_sweep experiment=smallest trainer.device=cuda \
+  --json "$out/bench-stack.json" experiment=sep_3671 distill.teacher=teacher_8128 trainer.device=cuda
+run stack10 90 python3 -m mnist_sweep experiment=sep_3671 distill.teacher=teacher_8128 trainer.device=cuda \
   'trainer.seeds=[41,42,43,44,45,46,47,48,49,50]' trainer.progress=false "hydra.run.dir=$out/stack10"
-run lone 45 python3 -m mnist_sweep experiment=smallest trainer.device=cuda \
+run lone 45 python3 -m mnist_sweep experiment=sep_3671 distill.teacher=teacher_8128 trainer.device=cuda \
   'trainer.seeds=[41]' trainer.progress=false "hydra.run.dir=$out/lone"
 python3 - "$out" <<'PY'
 import json, pathlib, sys

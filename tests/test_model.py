@@ -102,16 +102,22 @@ def test_under_4k_is_separable_and_has_its_stated_parameter_count():
     assert cfg.average.kind == "ema" and cfg.dropout.p == 0 and cfg.distill.teacher is None
 
 
-def test_smallest_is_under_4k_reshaped_with_its_teacher():
-    cfg = compose_config(["experiment=smallest"])
+def test_sep_3671_is_under_4k_reshaped_with_its_teacher():
+    cfg = compose_config(["experiment=sep_3671"])
     model = build_model(cfg.model, cfg.dropout.p, cfg.dropout.placement)
     assert count_params(model) == under_4k_arithmetic(7, 21, 28) == 3671
     assert (cfg.data.batch_size, cfg.data.augment.elastic) == (32, 34.0)
     assert (cfg.distill.teacher, cfg.distill.alpha, cfg.distill.temperature) == (
-        "teacher_8128",  # the shipped teacher
+        "outputs/teacher_8128",
         0.8,
         4.0,
     )
+
+
+def test_smallest_is_the_answer_that_held_on_two_draws():
+    cfg = compose_config(["experiment=smallest"])
+    assert count_params(build_model(cfg.model)) == 5568
+    assert cfg.distill.get("teacher") is None  # no teacher to train or ship
 
 
 def test_separable_knob_must_be_a_bool():
