@@ -164,9 +164,20 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     # process at once, as one would expect from repeating it.
     signal.signal(signum, signal.SIG_DFL)
     # A launcher's workers first: once this process unwinds, joblib kills them outright,
-    # before they could record their runs interrupted.
-    stop_child_processes()
+    # before they could record their runs interrupted. This project's sweeper stops its
+    # own workers, after it has recorded their trials (search/workers.py).
+    if _forward_to_children:
+        stop_child_processes()
     raise Interrupted(signum)
+
+
+_forward_to_children = True
+
+
+def forward_sigterm_to_children(on: bool) -> None:
+    """Whether SIGTERM is passed on to this process's children before it interrupts."""
+    global _forward_to_children
+    _forward_to_children = on
 
 
 @contextlib.contextmanager

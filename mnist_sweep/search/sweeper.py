@@ -42,7 +42,14 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import Trial
 
-from mnist_sweep.errors import ConfigError, UserError, exit_on_user_error, fail, interruption
+from mnist_sweep.errors import (
+    ConfigError,
+    UserError,
+    exit_on_user_error,
+    fail,
+    forward_sigterm_to_children,
+    interruption,
+)
 from mnist_sweep.schema.sweeper import validate_sweeper
 from mnist_sweep.search import report, stacking, workers
 from mnist_sweep.search.objective import FINISHED, TrialJobs, taken
@@ -211,6 +218,7 @@ class MnistSweeper(OptunaSweeperImpl):
             self._sweep(arguments)
 
     def _sweep(self, arguments: list[str]) -> None:
+        forward_sigterm_to_children(False)  # its workers are stopped once their trials are told
         distributions, fixed_params, fixed_overrides = self._parse_space(arguments)
         study, jobs = self._open(distributions, fixed_params, fixed_overrides)
         since = datetime.now()

@@ -60,7 +60,7 @@ def exit_abandoning_jobs(code: int, message: str) -> NoReturn:
     processes, which ignore Ctrl-C and which Optuna's thread pool would wait for: in
     the process group this sweep leads (a terminal's), they are stopped with it."""
     print(message, file=sys.stderr, flush=True)
-    stop_child_processes()  # each records its run interrupted, wherever the sweep was started
+    stop_child_processes(grace=0)  # each records its run, wherever the sweep was started
     if os.getpgrp() == os.getpid():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.killpg(os.getpgrp(), signal.SIGTERM)
