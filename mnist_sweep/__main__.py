@@ -23,10 +23,7 @@ from mnist_sweep.errors import (
     stop_child_processes,
 )
 from mnist_sweep.run import record
-from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
-from mnist_sweep.search.pruning import stack_reporter, trial_reporter
-from mnist_sweep.stack.train import train_seeds
 from mnist_sweep.track import run_labels
 
 STOCK_OPTUNA = "hydra_plugins.hydra_optuna_sweeper"
@@ -68,6 +65,12 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
     try:
         validate(cfg)  # before any data is read or net built
         _check_sweeper(cfg, hydra_cfg)
+        # Imported once the config is valid: torch's import is slow, and a bad config,
+        # or a sweep's parent process, trains nothing.
+        from mnist_sweep.run.train import train
+        from mnist_sweep.search.pruning import stack_reporter, trial_reporter
+        from mnist_sweep.stack.train import train_seeds
+
         if cfg.trainer.get("seeds") is not None:  # one stacked job, a run folder per seed
             trial_job = hydra_cfg.job.get(record.SWEEP_TRIAL) is not None  # the sweep stacks
             if hydra_cfg.mode == RunMode.MULTIRUN and not trial_job:

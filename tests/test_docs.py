@@ -193,6 +193,8 @@ MAIN = [(p, a) for p, m, a in DOC_COMMANDS if m == "mnist_sweep"]
 OTHER = [(p, m, a) for p, m, a in DOC_COMMANDS if m != "mnist_sweep"]
 
 
+# Slow by count, not by cost: one Hydra compose each, for every command the docs hold.
+@pytest.mark.slow
 @pytest.mark.parametrize(("page", "args"), MAIN, ids=[f"{p}:{' '.join(a)[:60]}" for p, a in MAIN])
 def test_a_documented_command_composes(page: str, args: list[str]):
     check_group_choices(args)

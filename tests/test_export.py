@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
@@ -22,59 +22,18 @@ from mnist_sweep.evaluate.measure import predict
 from mnist_sweep.export import cli as export_cli
 from mnist_sweep.export.cost import largest_activation, macs
 from mnist_sweep.export.write import FP32, INT8, REPORT, export_run
-from mnist_sweep.run import build as build_module
 from mnist_sweep.run import record
 from mnist_sweep.run.build import prepare_model
 from mnist_sweep.run.data import load_mnist, prepare_data
 from mnist_sweep.run.load import load_trained
 from mnist_sweep.run.model import build_model
 from mnist_sweep.run.record import RunRecord
-from mnist_sweep.run.train import train
-from tests.conftest import DATA_ROOT, QUICK, compose_config, run_cli
-
-# A short real run with everything load_model must get right: dropout layers
-# (they number the weights), a weight average (the shipped weights are not the
-# last step's) and a validation split. 2,000 training images, 2 epochs: about 73%.
-RECIPE = [
-    "model=small",
-    "dropout=default",
-    "average=ema",
-    "average.decay=0.9",
-    "data.train_subset=2500",
-    "data.val_size=500",
-    "trainer.epochs=2",
-]
-
-
-def _cfg(*overrides: str):
-    cfg = compose_config([*RECIPE, *overrides])
-    with open_dict(cfg):
-        cfg.data.root = str(DATA_ROOT)
-        for key, value in QUICK.items():
-            if key not in ("data.train_subset", "trainer.epochs"):
-                node, _, leaf = key.rpartition(".")
-                cfg[node][leaf] = value
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_root):
-    """(run folder, the net training shipped, in process): a run as the CLI leaves it."""
-    run_dir = tmp_path_factory.mktemp("run")
-    cfg = _cfg()
-    runs = []
-    with pytest.MonkeyPatch.context() as mp:
-        build = build_module.build
-        mp.setattr("mnist_sweep.run.train.build", lambda *a: runs.append(build(*a)) or runs[-1])
-        train(cfg, run_dir)
-    (run_dir / record.HYDRA_DIR).mkdir()
-    OmegaConf.save(cfg, run_dir / record.HYDRA_CONFIG)
-    return run_dir, runs[0].shipped()
+from tests.conftest import DATA_ROOT, run_cli, short_run_cfg
 
 
 @pytest.fixture(scope="module")
 def test_set(data_root):
-    data = prepare_data(_cfg().data, torch.device("cpu"))
+    data = prepare_data(short_run_cfg().data, torch.device("cpu"))
     return data.test_x, data.test_y
 
 
@@ -83,7 +42,7 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_load_model_gives_the_net_training_shipped(trained, test_set):
-    run_dir, shipped = trained
+    run_dir, shipped = trained.run_dir, trained.shipped
     model = mnist_sweep.load_model(run_dir)  # the public name
     assert isinstance(model, nn.Module) and not model.training
     ours, theirs = model.state_dict(), shipped.state_dict()
@@ -103,7 +62,7 @@ def test_load_model_gives_the_net_training_shipped(trained, test_set):
 
 
 def test_evaluate_agrees_with_metrics_json(trained, capsys):
-    run_dir, _ = trained
+    run_dir = trained.run_dir
     assert evaluate_cli.main([str(run_dir)]) == 0
     out = capsys.readouterr().out
     metrics = RunRecord.load(run_dir)
@@ -113,7 +72,7 @@ def test_evaluate_agrees_with_metrics_json(trained, capsys):
 
 
 def test_evaluate_exits_1_when_metrics_json_disagrees(trained, tmp_path, capsys):
-    run_dir = _copy(trained[0], tmp_path)
+    run_dir = _copy(trained.run_dir, tmp_path)
     metrics = RunRecord.load(run_dir)
     metrics.epochs[-1].test_acc += 0.01  # one test image more than the net gets right
     metrics.save(run_dir)
@@ -132,7 +91,7 @@ def _write_pngs(folder: Path, images: torch.Tensor, invert: bool = False) -> Non
 
 
 def test_evaluate_predicts_a_folder_of_png_digits(trained, tmp_path, capsys):
-    run_dir, _ = trained
+    run_dir = trained.run_dir
     images = load_mnist(DATA_ROOT)["test"][0][:12]
     model = mnist_sweep.load_model(run_dir)
     with torch.no_grad():
@@ -178,7 +137,7 @@ def _macs_by_hooks(model: nn.Module) -> int:
 
 
 def test_export_writes_an_onnx_file_that_scores_as_pytorch(trained, test_set, tmp_path):
-    run_dir, _ = trained
+    run_dir = trained.run_dir
     report = export_run(run_dir, tmp_path)
     assert json.loads((tmp_path / REPORT).read_text()) == report
     assert not (tmp_path / INT8).exists()
@@ -204,7 +163,7 @@ def test_export_writes_an_onnx_file_that_scores_as_pytorch(trained, test_set, tm
 
 @pytest.mark.slow
 def test_int8_export_is_smaller_and_its_accuracy_is_measured(trained, test_set, tmp_path):
-    run_dir, _ = trained
+    run_dir = trained.run_dir
     report = export_run(run_dir, tmp_path, int8=True, calibration_images=300)
     int8, fp32 = report["files"][INT8], report["files"][FP32]
     x, y = test_set
@@ -219,7 +178,7 @@ def test_int8_export_is_smaller_and_its_accuracy_is_measured(trained, test_set, 
 
 
 def test_export_cli_prints_the_figures(trained, tmp_path, capsys):
-    run_dir, _ = trained
+    run_dir = trained.run_dir
     assert export_cli.main([str(run_dir), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "4,882 params" in out and "MACs per image" in out
@@ -265,7 +224,7 @@ BAD = [
 
 @pytest.mark.parametrize(("how", "message"), BAD, ids=[how for how, _ in BAD])
 def test_a_damaged_run_folder_is_one_clear_error(trained, tmp_path, capsys, how, message):
-    run_dir = _copy(trained[0], tmp_path)
+    run_dir = _copy(trained.run_dir, tmp_path)
     _damage(run_dir, how)
     with pytest.raises(RunFolderError, match=message):
         mnist_sweep.load_model(run_dir)
@@ -288,7 +247,7 @@ def test_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
 
 
 def test_evaluate_needs_metrics_json(trained, tmp_path, capsys):
-    run_dir = _copy(trained[0], tmp_path)
+    run_dir = _copy(trained.run_dir, tmp_path)
     (run_dir / record.METRICS).unlink()
     assert mnist_sweep.load_model(run_dir) is not None  # the net alone does not need it
     assert evaluate_cli.main([str(run_dir)]) == 1
@@ -329,6 +288,6 @@ def test_the_teacher_is_loaded_by_load_model(trained, monkeypatch):
     )
     from mnist_sweep.run.distill import load_teacher
 
-    teacher = load_teacher(OmegaConf.create({"teacher": str(trained[0])}))
-    assert calls == [Path(trained[0]).resolve()]
+    teacher = load_teacher(OmegaConf.create({"teacher": str(trained.run_dir)}))
+    assert calls == [Path(trained.run_dir).resolve()]
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())

@@ -23,7 +23,7 @@ from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.stack.build import check_seeds, seed_config
 from mnist_sweep.stack.dropout import DropoutLayer, solo_mask
-from mnist_sweep.stack.train import seed_dir, train_seeds
+from mnist_sweep.stack.train import train_seeds
 from tests.conftest import compose_config, run_cli, without_timings
 
 SEEDS = [41, 42, 43]
@@ -33,7 +33,7 @@ TINY = {"data.train_subset": 96, "data.batch_size": 32, "trainer.epochs": 2}
 @pytest.fixture
 def float64(monkeypatch):
     """Train in float64 on a 300-image test set, without the torchinfo summary (which
-    feeds float32)."""
+    feeds float32) and the curves plot (the numbers are what is compared)."""
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     normalise, load = data_module.normalise, data_module.load_mnist
@@ -46,6 +46,7 @@ def float64(monkeypatch):
     monkeypatch.setattr(data_module, "normalise", lambda *a, **k: normalise(*a, **k).double())
     monkeypatch.setattr(data_module, "load_mnist", load_small)
     monkeypatch.setattr(record, "write_model_summary", lambda *a, **k: "")
+    monkeypatch.setattr(record, "plot_curves", lambda *a, **k: None)
     yield
     torch.set_default_dtype(before)
 
@@ -94,7 +95,7 @@ def test_stacked_copies_equal_their_solo_runs_in_float64(quick_cfg, tmp_path, fl
                 # Evaluation sums its loss in float32 (run/fit.py's evaluate), by design.
                 rel = 1e-6 if key == "test_loss" else 1e-9
                 assert ours[key] == pytest.approx(theirs[key], rel=rel, abs=1e-12), key
-        mine = record.load_checkpoint(seed_dir(tmp_path / "stack", seed))
+        mine = record.load_checkpoint(record.seed_dir(tmp_path / "stack", seed))
         solo_ckpt = record.load_checkpoint(tmp_path / f"solo_{seed}")
         # The shipped EMA (weights and BatchNorm statistics), the live weights and
         # buffers, the average's own state and the optimizer's momentum.
@@ -107,7 +108,7 @@ def test_stacked_copies_equal_their_solo_runs_in_float64(quick_cfg, tmp_path, fl
         assert torch.equal(mine.resume.generator, solo_ckpt.resume.generator)
         assert torch.equal(mine.resume.torch_rng, solo_ckpt.resume.torch_rng)
         with torch.no_grad():
-            a = load_model(seed_dir(tmp_path / "stack", seed)).double()(x)
+            a = load_model(record.seed_dir(tmp_path / "stack", seed)).double()(x)
             b = load_model(tmp_path / f"solo_{seed}").double()(x)
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
     # The copies are distinct trainings.
@@ -167,7 +168,7 @@ def test_a_diverged_copy_is_recorded_and_the_others_go_on(quick_cfg, tmp_path, m
     assert metrics[2]["error"].startswith("training diverged in epoch 1 (train loss is nan)")
     assert [metrics[s]["status"] for s in (1, 3)] == ["completed", "completed"]
     assert len(metrics[3]["epochs"]) == 2
-    assert RunRecord.load(seed_dir(tmp_path, 2)).status is RunStatus.FAILED
+    assert RunRecord.load(record.seed_dir(tmp_path, 2)).status is RunStatus.FAILED
 
 
 @pytest.mark.slow
@@ -175,7 +176,7 @@ def test_every_copy_diverging_is_one_error(quick_cfg, tmp_path):
     cfg = quick_cfg("model=tiny", "dropout=none", **TINY, **{"optimizer.lr": 1e30})
     with pytest.raises(TrainingDiverged, match="every copy diverged"):
         train_seeds(cfg, [1, 2], tmp_path)
-    assert RunRecord.load(seed_dir(tmp_path, 1)).status is RunStatus.FAILED
+    assert RunRecord.load(record.seed_dir(tmp_path, 1)).status is RunStatus.FAILED
 
 
 @pytest.mark.slow
@@ -220,7 +221,7 @@ def test_a_stacked_run_resumes_to_the_same_metrics(quick_cfg, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train_seeds(cfg, [1, 2], tmp_path / "b", on_epoch_end=crash_after_epoch_2)
-    assert RunRecord.load(seed_dir(tmp_path / "b", 1)).status is RunStatus.FAILED
+    assert RunRecord.load(record.seed_dir(tmp_path / "b", 1)).status is RunStatus.FAILED
     cfg.trainer.resume = True
     resumed = train_seeds(cfg, [1, 2], tmp_path / "b")
     for seed in (1, 2):

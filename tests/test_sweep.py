@@ -9,22 +9,28 @@ import logging
 import os
 import signal
 import subprocess
+import warnings
 from pathlib import Path
 
 import matplotlib.image
 import optuna
 import pytest
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots
 from mnist_sweep.compare.runs import load_run
 from mnist_sweep.compare.verdict import FAILED, sort_and_filter
+from mnist_sweep.config import compose_config
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
+from mnist_sweep.schema.sweeper import Goal
 from mnist_sweep.search import report
 from mnist_sweep.search.confirm import launcher_overrides
 from mnist_sweep.search.pruning import TargetPruner, is_feasible
+from mnist_sweep.search.samplers import bind_grid
+from mnist_sweep.search.space import parse_space
 from mnist_sweep.search.sweeper import FINISHED, derive_study_name
 from mnist_sweep.search.trial_result import TrialResult
 from tests.conftest import (
@@ -533,20 +539,14 @@ def test_sigterm_ends_a_two_worker_sweep_and_its_workers_record_it(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_two_worker_sweep_without_waiting_for_its_jobs(tmp_path):
-    args = [
-        "data.train_subset=2000",
-        "trainer.epochs=8",
-        "hydra.sweeper.n_trials=6",
-        "hydra.sweeper.n_jobs=2",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-    ]
-    run = start_cli(*SWEEP, *args, "hydra/sweeper/pruner=none", cwd=tmp_path)
+    two = ["hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    run = start_cli(*SWEEP, *LONG_TRIALS, *two, cwd=tmp_path)
     try:
-        wait_until(lambda: mid_sweep(tmp_path), "a trial mid-way", alive=lambda: run.poll() is None)
+        mid_way = functools.partial(_training, tmp_path, 2)
+        wait_until(mid_way, "two trials mid-way", alive=lambda: run.poll() is None)
     finally:
-        os.killpg(run.pid, signal.SIGINT)
-    _, err = run.communicate(timeout=60)  # far less than the running trials have left
+        os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    _, err = run.communicate(timeout=60)
     assert run.returncode == 130
     assert "Traceback" not in err and "re-run the same command to continue" in err
     trials = _study(tmp_path).trials
@@ -652,10 +652,12 @@ def test_promotion_takes_target_meeters_then_the_front_each_design_once():
     assert [t.number for t in promoted(trials, top=2)] == [3, 1]
 
 
-# One short sweep per stock sampler with the search preset, which must not
-# impose TPE's keys on the others. The model-based samplers are told to start
-# modelling at the second trial, so that their own code runs, not only their
-# random start.
+# Each stock sampler with the search preset, which must not impose TPE's keys on the
+# others: built and bound as the sweeper builds it, it searches the preset's space
+# through the sweeper's own trial configuration (in process, no training; the real
+# sweeps above run TPE end to end). The model-based samplers are told to start
+# modelling at the second trial, so that their own code runs, not only their random
+# start.
 SAMPLERS = {
     "tpe": ("TPESampler", ["hydra.sweeper.sampler.n_startup_trials=1"]),
     "random": ("RandomSampler", []),
@@ -679,24 +681,41 @@ SAMPLERS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
-def test_every_stock_sampler_runs_with_the_preset(tmp_path, sampler):
+def test_every_stock_sampler_searches_the_presets_space(sampler):
     target, extra = SAMPLERS[sampler]
     swept = {arg.partition("=")[0] for arg in extra}
-    args = [a for a in SWEEP if a.partition("=")[0] not in swept]
-    result = run_cli(
-        *args, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.n_trials=2", *extra, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = _study(tmp_path).trials
-    assert sum(t.state in FINISHED for t in trials) == 2
-    for trial in trials:
-        hydra_yaml = OmegaConf.load(tmp_path / TrialResult.of(trial).run_dir / record.HYDRA_RUNTIME)
-        assert hydra_yaml.hydra.sweeper.sampler._target_.endswith(target)
+    args = [a for a in SWEEP[1:] if a.partition("=")[0] not in swept] + extra
+    job = [a for a in args if "(" not in a]  # the sweep's own overrides, at no sweep value
+    cfg = compose_config([*job, f"hydra/sweeper/sampler={sampler}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.sampler._target_.endswith(target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sweeper = instantiate(cfg.hydra.sweeper, _recursive_=False)  # as Hydra builds it
+    command_line = [a for a in args if not a.startswith("hydra")]
+    space, fixed, deleted = parse_space(sweeper._parse_sweeper_params_config(), command_line)
+    bound, n_trials = bind_grid(sweeper.sampler, space, 3)
+    study = optuna.create_study(sampler=bound, directions=Goal.SMALLEST.directions)
+    jobs = []
+
+    def objective(trial: optuna.Trial) -> float:
+        (overrides,) = sweeper._configure_trials([trial], space, fixed, deleted)
+        jobs.append(overrides)
+        width = trial.params["model.w1"]
+        trial.set_constraint("accuracy", 3 - width)  # the wider designs "hold"
+        return float(width)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(objective, n_trials=n_trials)
+    assert n_trials == (2 if sampler == "grid" else 3)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == n_trials
+    for overrides, trial in zip(jobs, study.trials, strict=True):
+        assert "trainer.epochs=2" in overrides  # the command line's, not the preset's 15
+        assert set(space) <= {o.partition("=")[0] for o in overrides}
+        assert 2 <= trial.params["model.w1"] <= 6
     if sampler == "grid":  # two different points of the grid
-        assert {t.params["model.w1"] for t in trials} <= {2, 4}
-        assert len({tuple(sorted(t.params.items())) for t in trials}) == 2
+        assert {t.params["model.w1"] for t in study.trials} == {2, 4}
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 
 import pytest
 import torch
@@ -29,24 +30,24 @@ from mnist_sweep.run.model import build_model, count_params
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
-from tests.conftest import compose_config, without_timings
+from tests.conftest import compose_config, short_run_cfg, without_timings
 
 
-def test_short_training_really_learns(quick_cfg, tmp_path):
-    cfg = quick_cfg("model=small")
-    metrics = train(cfg, tmp_path)
+def test_short_training_really_learns(trained):
+    metrics = trained.metrics
     assert metrics["status"] == RunStatus.COMPLETED
     assert metrics["params"] == 4882
-    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
-    # 4,000 images, 3 epochs: chance is 10%, the net must be far beyond it.
-    assert metrics["test_acc"] > 90.0
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    # 2,000 images, 2 epochs: chance is 10%, the net must be far beyond it.
+    assert metrics["test_acc"] > 60.0
     assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
     assert metrics["test_acc"] == metrics["epochs"][-1]["test_acc"]
     assert metrics["best_test_acc"] == max(e["test_acc"] for e in metrics["epochs"])
     assert metrics["reached_target"] is False  # 99.4% is not reachable like this
-    on_disk = RunRecord.load(tmp_path)
+    on_disk = RunRecord.load(trained.run_dir)
     assert on_disk.to_dict() == metrics
-    assert (tmp_path / record.SUMMARY).is_file() and (tmp_path / record.CURVES).is_file()
+    assert (trained.run_dir / record.SUMMARY).is_file()
+    assert (trained.run_dir / record.CURVES).is_file()
 
 
 @pytest.mark.slow
@@ -60,20 +61,18 @@ def test_same_seed_same_result_on_cpu(quick_cfg, tmp_path):
     assert third["epochs"][-1]["train_loss"] != first["epochs"][-1]["train_loss"]
 
 
-def test_checkpoint_loads_with_weights_only_and_reproduces_accuracy(quick_cfg, tmp_path):
-    cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 1})
-    metrics = train(cfg, tmp_path)
-    ckpt = record.load_checkpoint(tmp_path)  # weights_only=True
-    assert ckpt.epoch == 1
-    assert ckpt.config["model"]["name"] == "tiny"
+def test_checkpoint_loads_with_weights_only_and_reproduces_accuracy(trained):
+    ckpt = record.load_checkpoint(trained.run_dir)  # weights_only=True
+    assert ckpt.epoch == 2
+    assert ckpt.config["model"]["name"] == "small"
     model = build_model(ckpt.config["model"], ckpt.config["dropout"]["p"])
-    model.load_state_dict(ckpt.state_dict)
-    assert count_params(model) == metrics["params"]
-    data = prepare_data(cfg.data, torch.device("cpu"))
+    model.load_state_dict(ckpt.state_dict)  # the shipped weights: the average
+    assert count_params(model) == trained.metrics["params"]
+    data = prepare_data(short_run_cfg().data, torch.device("cpu"))
     model.eval()
     with torch.no_grad():
         acc = (model(data.test_x).argmax(1) == data.test_y).float().mean().item() * 100
-    assert acc == pytest.approx(metrics["test_acc"], abs=0.011)  # within one test image
+    assert acc == pytest.approx(trained.metrics["test_acc"], abs=0.011)  # within one test image
 
 
 @pytest.mark.slow
@@ -351,26 +350,21 @@ def test_a_callback_that_raises_stops_fit(quick_cfg):
     assert epochs == [1]
 
 
-def _finished_run(cfg, run_dir):
-    """A run folder as the CLI leaves it: trained, with Hydra's config beside it."""
-    train(cfg, run_dir)
-    (run_dir / record.HYDRA_DIR).mkdir()
-    OmegaConf.save(cfg, run_dir / record.HYDRA_CONFIG)
-    return run_dir
-
-
-def test_a_student_learns_from_the_teacher_alone(quick_cfg, tmp_path):
+def test_a_student_learns_from_the_teacher_alone(quick_cfg, trained, tmp_path):
     # A teacher with dropout, whose layers shift the numbering of its weights.
-    teacher_cfg = quick_cfg("model=small", "dropout=default")
-    teacher = _finished_run(teacher_cfg, tmp_path / "teacher")
+    teacher = trained.run_dir
     weights = (teacher / record.CHECKPOINT).read_bytes()
     # alpha 1: the labels carry no weight, so all it learns comes from the teacher.
     student = quick_cfg(
-        "model=small", "distill=teacher", f"distill.teacher={teacher}", "distill.alpha=1"
+        "model=small",
+        "distill=teacher",
+        f"distill.teacher={teacher}",
+        "distill.alpha=1",
+        **{"data.train_subset": 2000, "trainer.epochs": 2},
     )
     metrics = train(student, tmp_path / "student")
     assert metrics["params"] == 4882  # the student's own; the teacher is not counted
-    assert metrics["test_acc"] > 85.0  # chance is 10%
+    assert metrics["test_acc"] > 35.0  # chance is 10%; the teacher has about 73%
     assert (teacher / record.CHECKPOINT).read_bytes() == weights  # the teacher is left as it was
     run = build(student)
     assert not any(p.requires_grad for p in run.teacher.parameters()) and not run.teacher.training
@@ -388,7 +382,7 @@ def test_distillation_loss_mixes_the_labels_and_the_teacher():
     assert mixed == pytest.approx(0.5 * hard + 0.5 * 4 * soft.item(), rel=1e-5)
 
 
-def test_a_teacher_that_is_not_a_finished_run_is_one_line(quick_cfg, tmp_path):
+def test_a_teacher_that_is_not_a_finished_run_is_one_line(quick_cfg, trained, tmp_path):
     cfg = quick_cfg("model=tiny", "distill=teacher", f"distill.teacher={tmp_path / 'nope'}")
     with pytest.raises(UserError, match=r"^distill.teacher=.*nope: .* is not a run folder"):
         build(cfg)
@@ -399,8 +393,8 @@ def test_a_teacher_that_is_not_a_finished_run_is_one_line(quick_cfg, tmp_path):
     with pytest.raises(UserError, match=r"metrics.json is missing; train the teacher"):
         build(cfg)
     # A run that stopped half-way is no teacher either.
-    half = quick_cfg("model=tiny", **{"trainer.epochs": 2})
-    train(half, tmp_path / "half")
+    shutil.rmtree(tmp_path / "half")
+    shutil.copytree(trained.run_dir, tmp_path / "half")
     metrics = RunRecord.load(tmp_path / "half")
     metrics.status, metrics.epochs = RunStatus.RUNNING, metrics.epochs[:1]
     metrics.save(tmp_path / "half")

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
 
 from mnist_sweep.run.model import Dropout, build_model
 
@@ -41,6 +40,8 @@ def reference_loader(
     `order` replaces the shuffle with a fixed sample order (the accuracy check
     feeds both paths the same batches).
     """
+    from torchvision import datasets, transforms  # slow to import; only this path needs it
+
     steps: list[Any] = [transforms.RandomRotation(REF_DEGREES, fill=0)] if augment else []
     steps += [transforms.ToTensor(), transforms.Normalize(REF_MEAN, REF_STD)]
     dataset: Any = datasets.MNIST(str(root), train=True, transform=transforms.Compose(steps))

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.datasets import MNIST
 
 from mnist_sweep.errors import DataError
 
@@ -79,6 +78,10 @@ def load_mnist(
     root: str | Path, download: bool = False, verify: bool = True
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Read MNIST through torchvision: {"train": (uint8 images, labels), "test": ...}."""
+    # Imported here: torchvision's import is slow (it pulls in torch._dynamo), and a
+    # process that never loads data (a sweep's parent, a config error) need not pay it.
+    from torchvision.datasets import MNIST
+
     root = Path(root).expanduser().resolve()
     raw = root / "MNIST" / "raw"
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]

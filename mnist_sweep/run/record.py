@@ -86,6 +86,11 @@ class RunStatus(str, enum.Enum):
 # --- writing files ----------------------------------------------------------------------
 
 
+def seed_dir(run_dir: Path, seed: int) -> Path:
+    """A stacked run's folder for one of its seeds: an ordinary run folder."""
+    return run_dir / f"seed_{seed}"
+
+
 def _new_file(path: Path) -> Path:
     """A new, empty file beside `path` under a name no other writer uses.
 

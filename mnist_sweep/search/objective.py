@@ -34,7 +34,6 @@ from mnist_sweep.search import stacking
 from mnist_sweep.search.pruning import accuracy_of, selection_accuracy, selection_split
 from mnist_sweep.search.seeds import Verdict, verdict
 from mnist_sweep.search.trial_result import TrialResult
-from mnist_sweep.stack.train import seed_dir
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +211,7 @@ class TrialJobs:
         numbers = [first + i for i in range(self.settings.seeds)]
         job = stacking.stacked_overrides(overrides, numbers)
         ((ret, run_dir),) = self._launch([(job, subdir)])
-        folders = [seed_dir(run_dir, n) for n in numbers]
+        folders = [record.seed_dir(run_dir, n) for n in numbers]
         self._check(trial, ret, folders[0])
         return [Seed(n, d, RunRecord.load(d)) for n, d in zip(numbers, folders, strict=True)]
 

@@ -268,7 +268,9 @@ class MnistSweeper(OptunaSweeperImpl):
             (job,) = self._configure_trials([trial], distributions, fixed_params, fixed_overrides)
             return job
 
-        device, gpus = str(self.config.trainer.device), cuda_devices()
+        device = str(self.config.trainer.device)
+        # A CPU sweep need not import torch (slow) to learn that it trains on no GPU.
+        gpus = 0 if device == "cpu" else cuda_devices()
         stack = stacking.stacks_seeds(device, self.settings.seeds, gpus, self.settings.stack_seeds)
         jobs = TrialJobs(
             settings=self.settings,

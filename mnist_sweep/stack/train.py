@@ -47,15 +47,6 @@ DIVERGED = "training diverged"  # how a diverged copy's error begins (the solo r
 StackCallback = Callable[[dict[int, dict[str, Any]]], None]
 
 
-def seed_dir(run_dir: Path, seed: int) -> Path:
-    return run_dir / f"seed_{seed}"
-
-
-def is_stack_dir(path: Path) -> bool:
-    """A stacked run's own folder: its runs are the seed folders inside."""
-    return (path / record.STACK).is_file()
-
-
 def _diverged_message(epoch: int, loss: float, lr: Any) -> str:
     # run/fit.py's TrainingDiverged message, word for word.
     return (
@@ -106,7 +97,7 @@ def train_seeds(
     labels: RunLabels | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Train `cfg`'s design once per seed, stacked; returns each seed's metrics.json content.
-    Each seed's folder is `seed_dir(run_dir, seed)`."""
+    Each seed's folder is `record.seed_dir(run_dir, seed)`."""
     validate(cfg)
     seeds = check_seeds(seeds)
     with cpu_threads(cfg.trainer.get("threads")):
@@ -125,7 +116,7 @@ def _train_seeds(
     runs: list[_Seed] = []
     saved: list[record.Checkpoint | None] = []
     for c in stacked.copies:
-        folder = seed_dir(run_dir, c.seed)
+        folder = record.seed_dir(run_dir, c.seed)
         resolved, logger_cfg = _resolved(c.cfg)
         metrics = RunRecord(
             model=cfg.model.name,
