@@ -14,7 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from mnist_sweep.compare import cli as compare_cli
 from mnist_sweep.errors import ConfigError, TrainingDiverged, UserError
+from mnist_sweep.evaluate import cli as evaluate_cli
 from mnist_sweep.run import data as data_module
 from mnist_sweep.run import record
 from mnist_sweep.run.load import load_model
@@ -180,7 +182,7 @@ def test_every_copy_diverging_is_one_error(quick_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_stacked_run_folders_are_read_by_compare_and_evaluate(tmp_path):
+def test_cli_stacked_run_folders_are_read_by_compare_and_evaluate(tmp_path, capsys):
     args = [
         "model=tiny",
         "data.train_subset=128",
@@ -195,11 +197,12 @@ def test_cli_stacked_run_folders_are_read_by_compare_and_evaluate(tmp_path):
         folder = tmp_path / "stack" / f"seed_{seed}"
         assert RunRecord.load(folder).seed == seed
         assert OmegaConf.load(folder / record.HYDRA_CONFIG).trainer.seed == seed
-        checked = run_cli(str(folder), cwd=tmp_path, module="mnist_sweep.evaluate")
-        assert checked.returncode == 0 and "agrees" in checked.stdout, checked.stdout
-    table = run_cli("stack", cwd=tmp_path, module="mnist_sweep.compare")
-    assert table.returncode == 0, table.stderr
-    assert "seed_5" in table.stdout and "seed_6" in table.stdout
+        # compare and evaluate as their CLIs run them, in this process.
+        assert evaluate_cli.main([str(folder)]) == 0
+        assert "agrees" in capsys.readouterr().out
+    assert compare_cli.main([str(tmp_path / "stack")]) == 0
+    table = capsys.readouterr().out
+    assert "seed_5" in table and "seed_6" in table
     # A seed folder that lost its checkpoint cannot be resumed: one line says so.
     (tmp_path / "stack" / "seed_5" / record.CHECKPOINT).unlink()
     again = run_cli(*args, "trainer.seeds=[5,6]", "trainer.resume=true", cwd=tmp_path)
