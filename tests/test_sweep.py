@@ -539,14 +539,20 @@ def test_sigterm_ends_a_two_worker_sweep_and_its_workers_record_it(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_two_worker_sweep_without_waiting_for_its_jobs(tmp_path):
-    two = ["hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    run = start_cli(*SWEEP, *LONG_TRIALS, *two, cwd=tmp_path)
+    args = [
+        "data.train_subset=2000",
+        "trainer.epochs=8",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ]
+    run = start_cli(*SWEEP, *args, "hydra/sweeper/pruner=none", cwd=tmp_path)
     try:
-        mid_way = functools.partial(_training, tmp_path, 2)
-        wait_until(mid_way, "two trials mid-way", alive=lambda: run.poll() is None)
+        wait_until(lambda: mid_sweep(tmp_path), "a trial mid-way", alive=lambda: run.poll() is None)
     finally:
-        os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
-    _, err = run.communicate(timeout=60)
+        os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)  # far less than the running trials have left
     assert run.returncode == 130
     assert "Traceback" not in err and "re-run the same command to continue" in err
     trials = _study(tmp_path).trials
