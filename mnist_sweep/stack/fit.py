@@ -50,6 +50,7 @@ def train_epoch_stacked(run: StackedRun) -> tuple[list[float], list[float]]:
     augment = augmentation(cfg.data.augment, cfg.data.mean, cfg.data.std)
     loss_of = loss_function(run)
     alive = run.alive()
+    some_dead = not all(c.alive for c in run.copies)  # fixed for the epoch
     dropout_streams = [c.dropout for c in run.copies]
     channels_last = bool(cfg.trainer.get("channels_last", False))
     perms = torch.stack(
@@ -70,7 +71,7 @@ def train_epoch_stacked(run: StackedRun) -> tuple[list[float], list[float]]:
         total = torch.where(alive, losses, 0).sum()
         run.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        if not all(c.alive for c in run.copies):
+        if some_dead:
             _drop_dead_gradients(net, alive)
         run.optimizer.step()
         run.scheduler.step()
