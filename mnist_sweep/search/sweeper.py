@@ -49,6 +49,7 @@ from mnist_sweep.errors import (
     fail,
     forward_sigterm_to_children,
     interruption,
+    stop_child_processes,
 )
 from mnist_sweep.schema.sweeper import validate_sweeper
 from mnist_sweep.search import report, stacking, workers
@@ -228,6 +229,10 @@ class MnistSweeper(OptunaSweeperImpl):
             stop = interruption(e)
             for number in jobs.running():  # trials of worker threads the signal did not reach
                 workers.fail_running(study, number, f"interrupted by {stop.signal_name}")
+            if jobs.n_workers > 1:
+                # Before the report, not after: a worker still training would find its
+                # trial told at its next epoch and record its run failed, not interrupted.
+                stop_child_processes()
             self._report(study, jobs, since)
             log.error(
                 "interrupted: the study keeps every finished trial; "
