@@ -23,6 +23,7 @@ from mnist_sweep.errors import (
     stop_child_processes,
 )
 from mnist_sweep.run import record
+from mnist_sweep.run.mnist_files import check_mnist
 from mnist_sweep.schema import validate
 from mnist_sweep.track import run_labels
 
@@ -65,6 +66,7 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
     try:
         validate(cfg)  # before any data is read or net built
         _check_sweeper(cfg, hydra_cfg)
+        check_mnist(cfg.data.root, cfg.data.download, cfg.data.get("verify", True))
         # Imported once the config is valid: torch's import is slow, and a bad config,
         # or a sweep's parent process, trains nothing.
         from mnist_sweep.run.train import train

@@ -180,6 +180,8 @@ def test_the_memory_estimate_counts_weights_and_a_batchs_activations(monkeypatch
     assert params == 4882
     # Every layer's output for 2 images: more than the first conv's alone (8 x 26 x 26 each).
     assert activations > 2 * 8 * 26 * 26
+    # A net that fits is measured by one real image: the same count as on the meta device.
+    assert 2 * memory.activations_per_image(build_model(compose_config().model)) == activations
     monkeypatch.setattr(memory, "device_memory", lambda device: 10**6)
     with pytest.raises(ArchitectureError, match="more than this machine's 1.0 MB of memory"):
         build_setup(compose_config())

@@ -17,6 +17,7 @@ import optuna
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from mnist_sweep import plots
@@ -134,18 +135,38 @@ def test_confirm_runs_through_the_sweeps_launcher(tmp_path):
     assert launcher_overrides(tmp_path) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
 
 
-REPORT_PLOTS = [report.PARETO_PNG, report.HISTORY_PNG, report.IMPORTANCES_PNG]
-REPORT_PLOTS += [report.INTERMEDIATE_PNG]
+def _check_png(path: Path) -> None:
+    image = matplotlib.image.imread(path)  # a PNG that loads
+    height, width = image.shape[:2]
+    assert height > 200 and width > 300, path.name
+    assert image.std() > 0.01, f"{path.name} is blank"
 
 
 @pytest.mark.slow
 def test_sweep_folder_holds_the_report_plots(finished_sweep):
     sweep_dir = sweep_folder(finished_sweep)
-    for name in REPORT_PLOTS:
-        image = matplotlib.image.imread(sweep_dir / name)  # a PNG that loads
-        height, width = image.shape[:2]
-        assert height > 200 and width > 300, name
-        assert image.std() > 0.01, f"{name} is blank"
+    for name in [report.PARETO_PNG, report.HISTORY_PNG, report.INTERMEDIATE_PNG]:
+        _check_png(sweep_dir / name)
+    assert not (sweep_dir / report.IMPORTANCES_PNG).exists()  # 4 trials say nothing of it
+
+
+def test_importances_are_drawn_once_the_study_has_enough_trials(tmp_path):
+    study = optuna.create_study(direction="minimize")
+    space = {"model.w1": IntDistribution(2, 9), "model.w2": IntDistribution(2, 9)}
+    for i in range(report.IMPORTANCE_TRIALS):
+        w1, w2 = 2 + i % 8, 2 + (i * 3) % 8
+        acc, size = 90.0 + w1, 100 * (w1 + w2)  # w1 alone sets the accuracy
+        study.add_trial(
+            create_trial(
+                value=size,
+                params={"model.w1": w1, "model.w2": w2},
+                distributions=space,
+                user_attrs=TrialResult(selection_acc=acc, test_acc=acc, params=size).attrs(),
+                constraints={"accuracy": 95.0 - acc},
+            )
+        )
+    report.write(study, tmp_path, 95.0)
+    _check_png(tmp_path / report.IMPORTANCES_PNG)
 
 
 def test_a_study_too_small_for_a_plot_skips_it_with_a_log_line(tmp_path, caplog):
@@ -154,7 +175,7 @@ def test_a_study_too_small_for_a_plot_skips_it_with_a_log_line(tmp_path, caplog)
     assert (tmp_path / report.WINNER).is_file()
     assert (tmp_path / report.HISTORY_PNG).is_file() and (tmp_path / report.PARETO_PNG).is_file()
     assert not (tmp_path / report.IMPORTANCES_PNG).exists()
-    assert f"no {report.IMPORTANCES_PNG}: it needs 2 completed trials" in caplog.text
+    assert f"no {report.IMPORTANCES_PNG}: it needs 20 completed trials" in caplog.text
     report.write(optuna.create_study(), tmp_path / "empty", 99.4)  # no trial at all
     assert not list((tmp_path / "empty").glob("*.png"))
     assert "no trial completed" in caplog.text
@@ -539,20 +560,20 @@ def test_sigterm_ends_a_two_worker_sweep_and_its_workers_record_it(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_two_worker_sweep_without_waiting_for_its_jobs(tmp_path):
+    # Trials of 200 epochs: what a running one has left takes minutes, not the 60 s given.
     args = [
-        "data.train_subset=2000",
-        "trainer.epochs=8",
-        "hydra.sweeper.n_trials=6",
+        "trainer.epochs=200",
+        "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=2",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
     ]
     run = start_cli(*SWEEP, *args, "hydra/sweeper/pruner=none", cwd=tmp_path)
     try:
-        wait_until(lambda: mid_sweep(tmp_path), "a trial mid-way", alive=lambda: run.poll() is None)
+        wait_until(lambda: _training(tmp_path), "a trial mid-way", alive=lambda: run.poll() is None)
     finally:
         os.killpg(run.pid, signal.SIGINT)
-    _, err = run.communicate(timeout=60)  # far less than the running trials have left
+    _, err = run.communicate(timeout=60)
     assert run.returncode == 130
     assert "Traceback" not in err and "re-run the same command to continue" in err
     trials = _study(tmp_path).trials
@@ -632,7 +653,6 @@ def test_a_bad_swept_value_stops_the_sweep_before_its_first_trial(tmp_path):
 
 
 def test_promotion_takes_target_meeters_then_the_front_each_design_once():
-    from optuna.distributions import IntDistribution
 
     from mnist_sweep.search.sweeper import promoted
 

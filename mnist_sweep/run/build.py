@@ -22,7 +22,7 @@ from mnist_sweep.errors import UserError
 from mnist_sweep.run.averaging import WeightAverage, build_average
 from mnist_sweep.run.data import DeviceData, prepare_data
 from mnist_sweep.run.distill import load_teacher
-from mnist_sweep.run.memory import check_fits
+from mnist_sweep.run.memory import build_fitting
 from mnist_sweep.run.model import build_model, count_params
 from mnist_sweep.run.optim import build_optimizer, build_scheduler, steps_per_epoch
 
@@ -137,8 +137,7 @@ def build_setup(cfg: DictConfig) -> TrainingSetup:
     def layout() -> nn.Module:
         return build_model(cfg.model, cfg.dropout.p, cfg.dropout.get("placement", "unit"))
 
-    check_fits(layout, cfg.data.batch_size, device)  # before a net too large is allocated
-    model = layout()
+    model = build_fitting(layout, cfg.data.batch_size, device)  # a net too large is never allocated
     return TrainingSetup(
         cfg=cfg,
         device=device,

@@ -1,12 +1,17 @@
-"""Refusing a net too large for the memory it would train in, before any of it is allocated.
+"""Refusing a net too large for the memory it would train in, before it is allocated.
 
-The net is built on torch's meta device (shapes without storage) and one
-training batch is passed through it there: that gives its parameter count and
-the activations a training step keeps for the backward pass. A net whose
-estimate exceeds the device's whole memory cannot train; it is refused with
-its size, instead of ending in the allocator's traceback. The estimate is a
-floor, not a budget: a net below it may still run out of memory, which the
-command then reports as one line too (errors.out_of_memory).
+The net is first built on torch's meta device (shapes without storage), which
+gives its parameter count for free. A net whose weights fit is then built for
+real and one image is passed through it; every layer's output for a whole batch
+is that image's times the batch size: the activations a training step keeps for
+the backward pass. A net whose weights alone do not fit is measured on the meta
+device instead, so that nothing is allocated whatever its size (meta kernels
+cost seconds the first time they run, which only a refused net pays).
+
+A net whose estimate exceeds the device's whole memory cannot train; it is
+refused with its size, instead of ending in the allocator's traceback. The
+estimate is a floor, not a budget: a net below it may still run out of memory,
+which the command then reports as one line too (errors.out_of_memory).
 """
 
 from __future__ import annotations
@@ -34,33 +39,52 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def activations_per_image(model: nn.Module) -> int:
+    """Numbers every layer outputs for one image (on the model's own device), the model's
+    state untouched: evaluation mode, no gradient, its training mode restored."""
+    sizes: list[int] = []
+    leaves = [m for m in model.modules() if not any(m.children())]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel())) for m in leaves]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE, device=device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return sum(sizes)
+
+
 def footprint(build: Callable[[], nn.Module], batch_size: int) -> tuple[int, int]:
     """(parameters, activations of one training batch) of the net `build` makes,
     counted on the meta device: nothing is allocated, whatever the size."""
     with torch.device("meta"):
         model = build()
-        sizes: list[int] = []
-        leaves = [m for m in model.modules() if not any(m.children())]
-        hooks = [
-            m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel())) for m in leaves
-        ]
-        model.train()
-        model(torch.empty(batch_size, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE))
-    for hook in hooks:
-        hook.remove()
-    return count_params(model), sum(sizes)
+    return count_params(model), batch_size * activations_per_image(model)
 
 
 def _gb(size: int) -> str:
     return f"{size / 1e9:,.1f} GB" if size >= 1e8 else f"{size / 1e6:,.1f} MB"
 
 
-def check_fits(build: Callable[[], nn.Module], batch_size: int, device: torch.device) -> None:
-    """ArchitectureError, naming the net's size, if training it cannot fit in the device."""
-    params, activations = footprint(build, batch_size)
-    need = FLOAT * (PARAM_COPIES * params + ACTIVATION_COPIES * activations)
+def build_fitting(
+    build: Callable[[], nn.Module], batch_size: int, device: torch.device
+) -> nn.Module:
+    """The net `build` makes, once it is known to fit the device's memory for training;
+    ArchitectureError, naming its size, if it cannot."""
     have = device_memory(device)
-    if need > have:
+    with torch.device("meta"):
+        params = count_params(build())  # building on meta draws no random numbers
+    model = build() if FLOAT * PARAM_COPIES * params <= have else None
+    if model is not None:
+        activations = batch_size * activations_per_image(model)
+    else:
+        params, activations = footprint(build, batch_size)
+    need = FLOAT * (PARAM_COPIES * params + ACTIVATION_COPIES * activations)
+    if model is None or need > have:
         where = "this machine" if device.type == "cpu" else str(device)
         raise ArchitectureError(
             f"model: {params:,} params ({_gb(FLOAT * params)}) and {_gb(FLOAT * activations)} "
@@ -68,3 +92,4 @@ def check_fits(build: Callable[[], nn.Module], batch_size: int, device: torch.de
             f"more than {where}'s {_gb(have)} of memory; lower the model's widths or "
             "data.batch_size"
         )
+    return model

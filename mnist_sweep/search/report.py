@@ -40,6 +40,10 @@ PARETO_PNG = "pareto_front.png"
 HISTORY_PNG = "optimization_history.png"
 IMPORTANCES_PNG = "param_importances.png"
 INTERMEDIATE_PNG = "intermediate_values.png"
+# Optuna's PED-ANOVA ranks parameters by what sets the top 10% of trials apart and
+# takes at least 2 trials as that top: below 20 trials its "top 10%" is a larger share,
+# and the plot would claim what the study cannot tell.
+IMPORTANCE_TRIALS = 20
 
 
 PARETO_FIELDS = [
@@ -163,11 +167,12 @@ def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
     done = [t for t in study.get_trials(deepcopy=False) if t.number in accs]
     names = {name for t in done for name in t.params}
     varying = [n for n in names if len({repr(t.params.get(n)) for t in done}) > 1]
-    if len(done) < 2 or not varying:
+    if len(done) < IMPORTANCE_TRIALS or not varying:
         log.info(
-            "no %s: it needs 2 completed trials whose parameters differ (the study has %d "
+            "no %s: it needs %d completed trials whose parameters differ (the study has %d "
             "completed)",
             IMPORTANCES_PNG,
+            IMPORTANCE_TRIALS,
             len(done),
         )
         return False
