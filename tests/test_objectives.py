@@ -16,7 +16,7 @@ from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.seeds import verdict
 from mnist_sweep.search.trial_result import TrialResult
 from mnist_sweep.search.winner import Winner
-from tests.conftest import run_cli, run_sweep, sweep_folder
+from tests.conftest import run_cli, run_in_process, run_sweep, sweep_folder
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -139,8 +139,7 @@ ACCURACY = [
 
 @pytest.mark.slow
 def test_an_accuracy_sweep_reports_its_most_accurate_trial(tmp_path):
-    result = run_cli(*ACCURACY, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_in_process(tmp_path, *ACCURACY)
     study = _study(tmp_path)
     assert study.direction == StudyDirection.MAXIMIZE
     done = study.get_trials(states=(TrialState.COMPLETE,))
@@ -178,8 +177,7 @@ STOCK = [
 
 @pytest.mark.slow
 def test_the_stock_optuna_sweeper_maximises_the_optimized_metric(tmp_path):
-    result = run_cli(*STOCK, "optimized_metric=test_acc", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_in_process(tmp_path, *STOCK, "optimized_metric=test_acc")
     (results,) = (tmp_path / "outputs").rglob("optimization_results.yaml")
     best = OmegaConf.load(results).best_value
     accs = [RunRecord.load(m.parent).test_acc for m in results.parent.rglob("metrics.json")]
