@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,20 @@ from tests.conftest import REPO, compose_config, run_cli
 RATE = r"([\d,]+) images/s"
 
 
-def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return run_cli(*args, cwd=REPO, timeout=timeout, module="mnist_sweep.bench")
+@pytest.fixture
+def run_bench(data_root, capsys, monkeypatch) -> Callable[..., subprocess.CompletedProcess]:
+    """`python -m mnist_sweep.bench ARGS` as its CLI runs it, in this process (the
+    concurrent trainings it times start processes of their own): exit code and output."""
+    monkeypatch.setenv("MNIST_DATA", str(data_root))
+    monkeypatch.chdir(REPO)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:
@@ -52,7 +65,7 @@ def _check_one_round_speedup(out: str, project: str) -> None:
 
 
 @pytest.mark.slow
-def test_speed_prints_both_rates_and_ends_with_the_speedup(data_root):
+def test_speed_prints_both_rates_and_ends_with_the_speedup(run_bench):
     result = run_bench("--batches", "5", "--repeats", "1", "--warmup", "1", "--num-workers", "0")
     out = result.stdout
     assert "model era_s6, batch 128" in out
@@ -61,7 +74,7 @@ def test_speed_prints_both_rates_and_ends_with_the_speedup(data_root):
 
 
 @pytest.mark.slow
-def test_variants_report_rate_ratio_and_the_test_pass_share(data_root):
+def test_variants_report_rate_ratio_and_the_test_pass_share(run_bench):
     result = run_bench(
         "--variants",
         "average=none",
@@ -92,7 +105,7 @@ def test_variants_report_rate_ratio_and_the_test_pass_share(data_root):
 
 
 @pytest.mark.slow
-def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
+def test_time_to_target_reports_training_seconds_apart(run_bench, tmp_path):
     result = run_bench(
         "--time-to-target",
         "--target",
@@ -115,8 +128,9 @@ def test_time_to_target_reports_training_seconds_apart(data_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_concurrent_trainings_report_their_total_rate(data_root):
-    result = run_bench(
+def test_concurrent_trainings_report_their_total_rate():
+    # Its own process: the trainings it times are spawned from it.
+    result = run_cli(
         "--batches",
         "3",
         "--repeats",
@@ -127,6 +141,8 @@ def test_concurrent_trainings_report_their_total_rate(data_root):
         "0",
         "--concurrent",
         "2",
+        cwd=REPO,
+        module="mnist_sweep.bench",
     )
     out = result.stdout
     assert "(b) 2 trainings at once, 1 thread each" in out, out
@@ -160,7 +176,7 @@ def test_the_reference_net_has_stock_layers_and_the_same_weights():
 
 
 @pytest.mark.slow
-def test_both_paths_train_identically_without_the_layout_change(data_root):
+def test_both_paths_train_identically_without_the_layout_change(run_bench):
     # Same weights, batch order and thread count, and no dropout (the two draw their
     # masks differently): only the data pipelines differ, and they must feed the
     # net the very same numbers.

@@ -13,9 +13,16 @@ import pytest
 
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
-from tests.conftest import DATA_ROOT, run_cli, start_cli, wait_until, without_timings
+from tests.conftest import (
+    DATA_ROOT,
+    run_cli,
+    run_in_process,
+    start_cli,
+    wait_until,
+    without_timings,
+)
 
-# Every test here starts the CLI in a subprocess, as a user would.
+# The CLI as a user starts it: in a subprocess, wherever the process is what is tested.
 pytestmark = pytest.mark.slow
 
 TINY = ["model=tiny", "data.train_subset=1000", "trainer.epochs=2", "trainer.device=cpu"]
@@ -163,8 +170,7 @@ def test_nan_run_stops_and_leaves_failed_metrics(tmp_path):
 
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     args = ["model=tiny", "data.train_subset=1000", "trainer.epochs=6", "trainer.device=cpu"]
-    reference = run_cli(*args, "hydra.run.dir=outputs/reference", cwd=tmp_path)
-    assert reference.returncode == 0, reference.stderr
+    run_in_process(tmp_path, *args, "hydra.run.dir=outputs/reference")
     run_dir = tmp_path / "outputs" / "killed"
     run = start_cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
 
@@ -180,8 +186,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     assert killed.status is RunStatus.RUNNING and len(killed.epochs) < 6
     assert not killed.still_running(run_dir)
 
-    resumed = run_cli(*args, f"hydra.run.dir={run_dir}", "trainer.resume=true", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    run_in_process(tmp_path, *args, f"hydra.run.dir={run_dir}", "trainer.resume=true")
     final = RunRecord.load(run_dir)
     expected = RunRecord.load(tmp_path / "outputs" / "reference")
     assert final.status is RunStatus.COMPLETED and final.resumed_after_epoch >= 2

@@ -23,7 +23,7 @@ from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search import report
 from mnist_sweep.search.trial_result import TrialResult
-from tests.conftest import make_record, run_cli
+from tests.conftest import make_record, run_in_process
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -555,16 +555,15 @@ def test_sweep_scale_curves_zoom_on_the_finals_without_a_layout_warning(big_swee
 @pytest.mark.draws
 @pytest.mark.slow
 def test_real_multirun(tmp_path, data_root):
-    result = run_cli(
+    run_in_process(
+        tmp_path,
         "-m",
         "model=tiny,small",
         "data.train_subset=500",
         "trainer.epochs=1",
         "trainer.device=cpu",
         "scheduler=none",
-        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr
     (sweep,) = (tmp_path / "outputs" / "multiruns").glob("*/*")
     shown = subprocess.run(  # as a user runs it, the way the README shows
         [sys.executable, "-m", "mnist_sweep.compare", str(sweep), "--format", "md"],

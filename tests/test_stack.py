@@ -26,7 +26,7 @@ from mnist_sweep.schema import validate
 from mnist_sweep.stack.build import check_seeds, seed_config
 from mnist_sweep.stack.dropout import DropoutLayer, solo_mask
 from mnist_sweep.stack.train import train_seeds
-from tests.conftest import compose_config, run_cli, without_timings
+from tests.conftest import compose_config, run_cli, run_in_process, without_timings
 
 SEEDS = [41, 42, 43]
 TINY = {"data.train_subset": 96, "data.batch_size": 32, "trainer.epochs": 2}
@@ -191,8 +191,7 @@ def test_cli_stacked_run_folders_are_read_by_compare_and_evaluate(tmp_path, caps
         "trainer.device=cpu",
         "hydra.run.dir=stack",
     ]
-    done = run_cli(*args, "trainer.seeds=[5,6]", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_in_process(tmp_path, *args, "trainer.seeds=[5,6]")
     for seed in (5, 6):
         folder = tmp_path / "stack" / f"seed_{seed}"
         assert RunRecord.load(folder).seed == seed
