@@ -30,7 +30,7 @@ from mnist_sweep.errors import RunRecordError, UserError, first_line, report
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.seeds import verdict
-from mnist_sweep.search.winner import WINNER, Winner
+from mnist_sweep.search.winner import Winner
 
 CONFIRM = "confirm.json"
 MISSING = "missing"  # a seed's status when its run left no readable metrics.json
@@ -41,14 +41,9 @@ LAUNCHER = ("hydra/launcher=", "hydra.launcher.")
 
 
 def _winner(sweep_dir: Path) -> Winner:
-    winner = Winner.load(sweep_dir)
+    winner = Winner.load(sweep_dir)  # one with params names its overrides and run_dir
     if winner.params is None:
         raise UserError(f"{sweep_dir} has no winner to confirm: {winner.message}")
-    if winner.overrides is None or winner.run_dir is None:
-        raise UserError(
-            f"{sweep_dir / WINNER} is damaged (no overrides or run_dir); write it again with "
-            "python -m mnist_sweep.search.report --study <its study>"
-        )
     return winner
 
 

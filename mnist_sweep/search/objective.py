@@ -31,7 +31,7 @@ from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.schema.sweeper import Goal, Sweeper
 from mnist_sweep.search import stacking
-from mnist_sweep.search.pruning import accuracy_of, selection_accuracy, selection_split
+from mnist_sweep.search.pruning import reported_accuracy, selection_accuracy, selection_split
 from mnist_sweep.search.seeds import Verdict, verdict
 from mnist_sweep.search.trial_result import TrialResult
 
@@ -234,7 +234,7 @@ class TrialJobs:
         result = TrialResult(params=RunRecord.load(run_dir).params)
         reported = trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values
         if reported and self.settings.goal is Goal.SMALLEST:
-            result.selection_acc = accuracy_of(reported[max(reported)])
+            result.selection_acc = reported_accuracy(trial.study, reported[max(reported)])
             trial.set_constraint("accuracy", self.target - result.selection_acc)
         result.save(trial)
 

@@ -28,7 +28,7 @@ from mnist_sweep.errors import RunRecordError
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.schema.sweeper import Goal
-from mnist_sweep.search.pruning import build_pruner, error_of, selection_accuracy
+from mnist_sweep.search.pruning import build_pruner, selection_accuracy, to_reported
 from mnist_sweep.search.trial_result import TrialResult
 
 
@@ -61,7 +61,7 @@ def replay(pruner_name: str, runs: list[RunRecord], target: float) -> dict[str, 
         TrialResult(target_acc=target).save(trial)
         stopped_at = None
         for epoch, accuracy in enumerate(curve, start=1):
-            trial.report(error_of(accuracy), step=epoch)
+            trial.report(to_reported(study, accuracy), step=epoch)
             if epoch < len(curve) and trial.should_prune():
                 stopped_at = epoch
                 break

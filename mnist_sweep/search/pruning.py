@@ -33,25 +33,17 @@ def selection_accuracy(metrics: dict[str, Any]) -> float:
     return metrics[f"{selection_split(metrics)}_acc"]
 
 
-def error_of(accuracy: float) -> float:
-    """What a trial reports per epoch: its error in points, which the study minimises."""
-    return 100.0 - accuracy
-
-
-def accuracy_of(error: float) -> float:
-    return 100.0 - error
-
-
-def reports_accuracy(study: optuna.Study) -> bool:
-    """An accuracy sweep (one objective, maximised) reports accuracy per epoch; the
-    smallest-net sweep reports error, so that pruners comparing in the study's direction
-    prune the trials learning worst either way."""
-    return Goal.of(study.directions) is Goal.ACCURACY
+def to_reported(study: optuna.Study, accuracy: float) -> float:
+    """What a trial reports per epoch: its accuracy in an accuracy sweep (one objective,
+    maximised), else its error in points (100 - accuracy), which the smallest-net sweep
+    minimises; so every pruner, comparing in the study's direction, prunes the trials
+    learning worst."""
+    return accuracy if Goal.of(study.directions) is Goal.ACCURACY else 100.0 - accuracy
 
 
 def reported_accuracy(study: optuna.Study, value: float) -> float:
     """The accuracy behind a value a trial reported."""
-    return value if reports_accuracy(study) else accuracy_of(value)
+    return to_reported(study, value)  # either map is its own inverse
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -160,7 +152,7 @@ def trial_reporter(hydra_cfg: Any) -> EpochCallback | None:
         accuracy = selection_accuracy(metrics)
         if TrialResult.of(trial).target_acc is None:  # what ReachablePruner measures against
             TrialResult(target_acc=float(metrics["target_acc"])).save(trial)
-        trial.report(accuracy if reports_accuracy(study) else error_of(accuracy), step=epoch)
+        trial.report(to_reported(study, accuracy), step=epoch)
         if epoch < metrics["epochs_planned"] and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {accuracy:.2f}% accuracy")
 
