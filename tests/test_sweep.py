@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -55,21 +56,29 @@ def _study(cwd: Path) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/outputs/optuna.db")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished_sweep(tmp_path_factory) -> Path:
-    """One real 4-trial sweep that selects on a held-out validation split.
+    """One real 4-trial sweep that selects on a held-out validation split, run once for
+    the whole session: the first pytest-xdist worker to need it runs it, under a lock
+    in the folder every worker shares, and the others read it.
 
-    800 training images for 3 epochs: enough that some trials clear the 20%
+    1,000 training images for 3 epochs: enough that some trials clear the 20%
     target by a wide margin (about 25-35%) while others are pruned near chance.
     """
-    cwd = tmp_path_factory.mktemp("sweep")
-    run_sweep(
-        cwd,
-        "hydra.sweeper.n_trials=4",
-        "data.train_subset=1000",
-        "trainer.epochs=3",
-        "data.val_size=200",
-    )
+    shared = tmp_path_factory.getbasetemp().parent  # the run's, above each worker's own
+    cwd, done = shared / "finished_sweep", shared / "finished_sweep.done"
+    with (shared / "finished_sweep.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            cwd.mkdir(exist_ok=True)
+            run_sweep(
+                cwd,
+                "hydra.sweeper.n_trials=4",
+                "data.train_subset=1000",
+                "trainer.epochs=3",
+                "data.val_size=200",
+            )
+            done.touch()
     return cwd
 
 
