@@ -274,12 +274,13 @@ SWEEP = [
 ]
 
 
-def run_in_process(cwd: Path, *args: str) -> None:
+def run_in_process(cwd: Path, *args: str, code: int = 0) -> None:
     """`python -m mnist_sweep ARGS` run from `cwd` as the command line runs it, `main()`
-    included, but in this process (no interpreter, torch or plotting to start): it must
-    succeed. What a run changes of the process (logging, Optuna's verbosity, the SIGTERM
-    policy, joblib's pool of workers) is put back after. Tests where the process itself
-    matters (signals, kills, exit codes, what it prints) start one with run_cli or start_cli.
+    included, but in this process (no interpreter, torch or plotting to start); it must
+    end with exit code `code` (what it prints: capsys). What a run changes of the process
+    (logging, Optuna's verbosity, the SIGTERM policy, joblib's pool of workers) is put back
+    after. Tests where the process itself matters (signals, kills, what a user's terminal
+    shows) start one with run_cli or start_cli.
     """
     import logging
 
@@ -298,8 +299,9 @@ def run_in_process(cwd: Path, *args: str) -> None:
         mp.setattr(errors, "_forward_to_children", errors._forward_to_children)
         try:
             cli.main()
+            exit_code = 0
         except SystemExit as e:
-            assert e.code in (0, None), f"the command exited with {e.code}"
+            exit_code = 0 if e.code is None else e.code
         finally:
             for handler in root.handlers[:]:
                 if handler not in handlers:
@@ -315,12 +317,13 @@ def run_in_process(cwd: Path, *args: str) -> None:
                 from joblib.externals.loky import get_reusable_executor
 
                 get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    assert exit_code == code, f"the command exited with {exit_code}, not {code}"
 
 
-def run_sweep(cwd: Path, *args: str) -> None:
+def run_sweep(cwd: Path, *args: str, code: int = 0) -> None:
     """A small real sweep (SWEEP plus `args`) run from `cwd`, in this process; it must
-    succeed."""
-    run_in_process(cwd, *SWEEP, *args)
+    end with exit code `code`."""
+    run_in_process(cwd, *SWEEP, *args, code=code)
 
 
 def sweep_folder(cwd: Path) -> Path:
