@@ -21,12 +21,17 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from mnist_sweep.config import CONF_DIR, compose_config  # noqa: F401 - shared with the tests
 from mnist_sweep.run import record
 from mnist_sweep.run.record import EpochRow, RunRecord, RunStatus
+
+# pytest-xdist runs a worker per core: torch's default of a thread per core in each
+# would have the workers' threads wait on each other (as trainer.threads=1 avoids for runs).
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 # Real MNIST, never committed: ../shared/data beside the checkout, or $MNIST_DATA.

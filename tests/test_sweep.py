@@ -28,6 +28,7 @@ from mnist_sweep.config import compose_config
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.schema.sweeper import Goal
+from mnist_sweep.search import confirm as confirm_cli
 from mnist_sweep.search import report
 from mnist_sweep.search.confirm import launcher_overrides
 from mnist_sweep.search.pruning import TargetPruner, is_feasible
@@ -37,6 +38,7 @@ from mnist_sweep.search.sweeper import FINISHED, derive_study_name
 from mnist_sweep.search.trial_result import TrialResult
 from tests.conftest import (
     CLI,
+    DATA_ROOT,
     REPO,
     SWEEP,
     cli_env,
@@ -192,14 +194,14 @@ def test_a_study_too_small_for_a_plot_skips_it_with_a_log_line(tmp_path, caplog)
 
 
 @pytest.mark.slow
-def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
+def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep, monkeypatch, capsys):
     sweep_dir = sweep_folder(finished_sweep)
     winner = json.loads((sweep_dir / "winner.json").read_text())
     assert winner["params"] is not None, winner["message"]
-    result = run_cli(
-        str(sweep_dir), "--seeds", "2", cwd=finished_sweep, module="mnist_sweep.search.confirm"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.chdir(finished_sweep)
+    monkeypatch.setenv("MNIST_DATA", str(DATA_ROOT))
+    # Its main() in this process; the seeds' multirun is the command line's, as for a user.
+    assert confirm_cli.main([str(sweep_dir), "--seeds", "2"]) == 0
     confirm = json.loads((sweep_dir / "confirm.json").read_text())
     assert [s["seed"] for s in confirm["seeds"]] == [1, 2]  # the search ran on seed 0
     accs = [s["test_acc"] for s in confirm["seeds"]]
@@ -210,7 +212,7 @@ def test_confirm_retrains_the_winner_on_fresh_seeds(finished_sweep):
     for seed in confirm["seeds"]:
         metrics = RunRecord.load(seed["run_dir"])
         assert metrics.params == winner["params"] and metrics.seed == seed["seed"]
-    assert "held on" in result.stdout
+    assert "held on" in capsys.readouterr().out
 
 
 def _study_with(trials: list[tuple[int, float]], target: float) -> optuna.Study:
