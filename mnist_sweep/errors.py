@@ -202,7 +202,8 @@ def sigterm_interrupts() -> Iterator[None]:
 def stop_child_processes(grace: float = 10.0) -> None:
     """Pass SIGTERM on to this process's children (a launcher's joblib workers), and give
     them `grace` seconds to record their runs interrupted: left alone, they would be killed
-    at exit with their runs still marked running."""
+    at exit with their runs still marked running. A child that ignores SIGTERM (Python's
+    multiprocessing resource tracker) is not waited for: it ends when this process does."""
     import os
     import time
 
@@ -213,7 +214,7 @@ def stop_child_processes(grace: float = 10.0) -> None:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if fields[1] == me:  # the parent pid, after the state
+        if fields[1] == me and not _ignores_sigterm(stat.parent):  # the parent pid
             children.append(int(stat.parent.name))
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
@@ -222,6 +223,17 @@ def stop_child_processes(grace: float = 10.0) -> None:
     while children and time.monotonic() < deadline:
         children = [pid for pid in children if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
         time.sleep(0.1)
+
+
+def _ignores_sigterm(proc: Path) -> bool:
+    try:
+        status = (proc / "status").read_text()
+    except OSError:
+        return False
+    ignored = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), "0"
+    )
+    return bool(int(ignored, 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def _zombie(pid: int) -> bool:

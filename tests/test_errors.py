@@ -6,6 +6,10 @@ import errno
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +24,9 @@ from mnist_sweep.errors import (
     interruption,
     out_of_memory,
     sigterm_interrupts,
+    stop_child_processes,
 )
+from tests.conftest import wait_until
 
 
 def test_first_line_is_the_first_non_blank_line_or_the_type():
@@ -82,3 +88,33 @@ def test_a_sigterm_handler_someone_else_set_is_left_alone():
             assert signal.getsignal(signal.SIGTERM) is bypass
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_stopping_children_passes_sigterm_on_and_leaves_those_that_ignore_it():
+    # A child that ignores SIGTERM (as multiprocessing's resource tracker does) ends with
+    # its parent: waiting for it would spend the whole grace period of a SLURM stop.
+    ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    stubborn = subprocess.Popen([sys.executable, "-c", ignores])
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        wait_until(
+            lambda: _ignores_sigterm(stubborn.pid),
+            "SIGTERM ignored",
+            lambda: stubborn.poll() is None,
+        )
+        started = time.monotonic()
+        stop_child_processes(grace=120)
+        assert time.monotonic() - started < 120  # the grace was not waited out
+        assert plain.wait(timeout=5) == -signal.SIGTERM
+        assert stubborn.poll() is None
+    finally:
+        stubborn.kill()
+        plain.kill()
+        stubborn.wait()
+        plain.wait()
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
