@@ -28,7 +28,7 @@ from mnist_sweep.run.data import load_mnist, prepare_data
 from mnist_sweep.run.load import load_trained
 from mnist_sweep.run.model import build_model
 from mnist_sweep.run.record import RunRecord
-from tests.conftest import DATA_ROOT, run_cli, short_run_cfg
+from tests.conftest import DATA_ROOT, run_cli, run_in_process, short_run_cfg
 
 
 @pytest.fixture(scope="module")
@@ -258,15 +258,16 @@ def test_evaluate_needs_metrics_json(trained, tmp_path, capsys):
 @pytest.mark.slow
 def test_train_evaluate_and_export_as_a_user_does(tmp_path, data_root, capsys):
     run_dir = tmp_path / "run"
-    trained = run_cli(
+    # The training as its command line runs it (in this process: test_cli starts it as
+    # one); then evaluate and export as processes, as a user starts them.
+    run_in_process(
+        tmp_path,
         "model=tiny",
         "data.train_subset=1000",
         "trainer.epochs=1",
         "trainer.device=cpu",
         f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
     )
-    assert trained.returncode == 0, trained.stderr
     evaluated = run_cli(str(run_dir), cwd=tmp_path, module="mnist_sweep.evaluate")
     assert evaluated.returncode == 0, evaluated.stderr
     assert "agrees" in evaluated.stdout
