@@ -17,6 +17,7 @@ from mnist_sweep.errors import (
     Interrupted,
     OutOfMemory,
     UserError,
+    _ignores_sigterm,
     cannot_write,
     exit_on_user_error,
     fail,
@@ -98,7 +99,7 @@ def test_stopping_children_passes_sigterm_on_and_leaves_those_that_ignore_it():
     plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         wait_until(
-            lambda: _ignores_sigterm(stubborn.pid),
+            lambda: _ignores_sigterm(Path(f"/proc/{stubborn.pid}")),
             "SIGTERM ignored",
             lambda: stubborn.poll() is None,
         )
@@ -112,9 +113,3 @@ def test_stopping_children_passes_sigterm_on_and_leaves_those_that_ignore_it():
         plain.kill()
         stubborn.wait()
         plain.wait()
-
-
-def _ignores_sigterm(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status").read_text()
-    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
-    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))

@@ -59,7 +59,7 @@ def _study(cwd: Path) -> optuna.Study:
 
 
 @pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory) -> Path:
+def finished_sweep(tmp_path_factory, worker_id) -> Path:
     """One real 4-trial sweep that selects on a held-out validation split, run once for
     the whole session: the first pytest-xdist worker to need it runs it, under a lock
     in the folder every worker shares, and the others read it.
@@ -67,7 +67,10 @@ def finished_sweep(tmp_path_factory) -> Path:
     1,000 training images for 3 epochs: enough that some trials clear the 20%
     target by a wide margin (about 25-35%) while others are pruned near chance.
     """
-    shared = tmp_path_factory.getbasetemp().parent  # the run's, above each worker's own
+    # The session's folder: above each worker's own, or, without pytest-xdist, its own
+    # (the one above that holds earlier sessions').
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
     cwd, done = shared / "finished_sweep", shared / "finished_sweep.done"
     with (shared / "finished_sweep.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -77,14 +77,13 @@ def build_fitting(
     ArchitectureError, naming its size, if it cannot."""
     have = device_memory(device)
     with torch.device("meta"):
-        params = count_params(build())  # building on meta draws no random numbers
-    model = build() if FLOAT * PARAM_COPIES * params <= have else None
-    if model is not None:
-        activations = batch_size * activations_per_image(model)
-    else:
-        params, activations = footprint(build, batch_size)
+        skeleton = build()  # building on meta draws no random numbers
+    params = count_params(skeleton)
+    weights_fit = FLOAT * PARAM_COPIES * params <= have
+    model = build() if weights_fit else skeleton  # a skeleton is measured, never trained
+    activations = batch_size * activations_per_image(model)
     need = FLOAT * (PARAM_COPIES * params + ACTIVATION_COPIES * activations)
-    if model is None or need > have:
+    if need > have:  # always, when the weights alone do not fit
         where = "this machine" if device.type == "cpu" else str(device)
         raise ArchitectureError(
             f"model: {params:,} params ({_gb(FLOAT * params)}) and {_gb(FLOAT * activations)} "

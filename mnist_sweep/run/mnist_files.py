@@ -51,13 +51,23 @@ def _check_idx_file(path: Path, shape: tuple[int, ...]) -> None:
         )
 
 
+# Files whose SHA-256 this process has checked, as (path, size, mtime): the command
+# checks them before importing torch and load_mnist again, and a sweep once per trial.
+_verified: set[tuple[str, int, int]] = set()
+
+
 def _check_sha256(path: Path) -> None:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _verified:
+        return
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != SHA256[path.name]:
         raise DataError(
             f"{path} is corrupt (its SHA-256 is not MNIST's); restore it or re-download it "
             "with data.download=true (data.verify=false accepts other MNIST-format data)"
         )
+    _verified.add(key)
 
 
 def _check_files(raw: Path, verify: bool) -> None:
