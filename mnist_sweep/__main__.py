@@ -28,6 +28,7 @@ from mnist_sweep.schema import validate
 from mnist_sweep.track import run_labels
 
 STOCK_OPTUNA = "hydra_plugins.hydra_optuna_sweeper"
+OWN_SWEEPER = "mnist_sweep.search.sweeper.MnistSweeper"
 
 
 def objective_values(metrics: dict[str, Any], metric: str | None) -> float | dict[str, Any]:
@@ -111,7 +112,7 @@ def task(cfg: DictConfig) -> float | dict[str, Any]:
         error = e if isinstance(e, UserError) else out_of_memory(e)
         if error is None:
             raise  # a bug: its traceback is what to report
-        if hydra_cfg.mode == RunMode.MULTIRUN and not _stock(hydra_cfg):
+        if hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.sweeper.get("_target_") == OWN_SWEEPER:
             raise error from None  # this project's sweeper records the trial as failed
         fail(str(error))
 

@@ -122,9 +122,13 @@ def test_missing_teacher_is_one_line_with_a_relative_path_from_the_start_directo
     assert err.strip().count("\n") == 0
 
 
-def test_missing_mnist_via_environment_variable(tmp_path):
-    result = run_cli(*TINY, cwd=tmp_path, env={"MNIST_DATA": str(tmp_path / "empty")})
-    _one_line_error(result, "MNIST not found", str(tmp_path / "empty"))
+def test_missing_mnist_via_environment_variable_ends_a_plain_multirun_in_one_line(tmp_path):
+    # Hydra's basic sweeper: no trial to record the failure on, so no traceback either.
+    result = run_cli(
+        "-m", *TINY, "trainer.seed=1,2", cwd=tmp_path, env={"MNIST_DATA": str(tmp_path / "empty")}
+    )
+    err = _one_line_error(result, "MNIST not found", str(tmp_path / "empty"))
+    assert "Traceback" not in err and "Error executing job" not in err
 
 
 def _data_with(tmp_path: Path, name: str, edit) -> tuple[Path, Path]:
