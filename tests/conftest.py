@@ -325,6 +325,14 @@ def run_in_process(cwd: Path, *args: str, code: int = 0) -> None:
     assert exit_code == code, f"the command exited with {exit_code}, not {code}"
 
 
+def error_in_process(capsys: pytest.CaptureFixture[str], cwd: Path, *args: str) -> str:
+    """`run_in_process` of a command that must end with exit code 1: what it wrote to
+    stderr (and, through capsys, nothing it wrote before)."""
+    capsys.readouterr()
+    run_in_process(cwd, *args, code=1)
+    return capsys.readouterr().err
+
+
 def run_sweep(cwd: Path, *args: str, code: int = 0) -> None:
     """A small real sweep (SWEEP plus `args`) run from `cwd`, in this process; it must
     end with exit code `code`."""

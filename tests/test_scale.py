@@ -21,13 +21,13 @@ from optuna.trial import TrialState
 from mnist_sweep.compare.runs import load_run
 from mnist_sweep.compare.verdict import FAILED, sort_and_filter
 from mnist_sweep.run.record import RunRecord, RunStatus
+from mnist_sweep.search.objective import FINISHED
 from mnist_sweep.search.storage import open_storage
-from mnist_sweep.search.sweeper import FINISHED
 from mnist_sweep.search.trial_result import TrialResult
 from tests.conftest import (
     SWEEP,
     compose_config,
-    run_cli,
+    error_in_process,
     run_sweep,
     start_cli,
     sweep_folder,
@@ -136,37 +136,6 @@ def _check_shared_study(cwd: Path, storage: str, n_trials: int) -> list[optuna.t
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_on_postgres(tmp_path, postgres_url):
-    workers = _workers(
-        tmp_path,
-        postgres_url,
-        2,
-        "trainer.epochs=3",
-        "data.train_subset=1000",
-        "hydra.sweeper.n_trials=4",
-        "hydra/sweeper/pruner=none",
-    )
-    for worker in workers:
-        _, err = worker.communicate(timeout=600)
-        assert worker.returncode == 0, err[-3000:]
-    trials = _check_shared_study(tmp_path, postgres_url, 4)
-    assert {TrialResult.of(t).worker.rsplit(":", 1)[1] for t in trials if t.state in FINISHED} == {
-        str(w.pid) for w in workers
-    }  # both workers ran trials
-    for trial in (
-        t for t in trials if t.state == TrialState.FAIL
-    ):  # only a lost race for the last one
-        assert TrialResult.of(trial).fail_reason.startswith("surplus")
-    sweep_dir = sweep_folder(tmp_path)
-    winner = json.loads((sweep_dir / "winner.json").read_text())
-    assert winner["trials"]["complete"] + winner["trials"]["pruned"] == 4
-    # The password came from the environment and is written nowhere.
-    for path in (tmp_path / "outputs").rglob("*"):
-        if path.is_file() and path.suffix in (".yaml", ".json", ".log", ".csv"):
-            assert PASSWORD not in path.read_text(errors="ignore"), path
-
-
-@pytest.mark.slow
 def test_psycopg2_urls_keep_working(postgres_url):
     url = postgres_url.replace("postgresql://", "postgresql+psycopg2://")
     storage = open_storage(url, heartbeat_interval=30, grace_period=120, on_stale=print)
@@ -183,42 +152,51 @@ def test_psycopg2_urls_keep_working(postgres_url):
         ("postgresql+nosuchdriver", "error: cannot open storage postgresql+nosuchdriver://"),
     ],
 )
-def test_storage_that_cannot_be_opened_is_one_line(tmp_path, scheme, says):
+def test_storage_that_cannot_be_opened_is_one_line(tmp_path, capsys, monkeypatch, scheme, says):
     port = _free_port()  # nothing listens there
-    url = f"{scheme}://optuna:{PASSWORD}@127.0.0.1:{port}/optuna"
-    result = run_cli(*SWEEP, cwd=tmp_path, env={"MNIST_SWEEP_STORAGE": url})
-    assert result.returncode == 1
-    (line,) = result.stderr.strip().splitlines()
+    monkeypatch.setenv(
+        "MNIST_SWEEP_STORAGE", f"{scheme}://optuna:{PASSWORD}@127.0.0.1:{port}/optuna"
+    )
+    err = error_in_process(capsys, tmp_path, *SWEEP)
+    (line,) = err.strip().splitlines()
     assert line.startswith(says), line
-    assert PASSWORD not in result.stderr + result.stdout
+    assert PASSWORD not in err + capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
+def test_two_workers_share_a_postgres_study_and_a_killed_ones_trial_is_retried(
+    tmp_path, postgres_url
+):
     storage = postgres_url
     args = [
         "trainer.epochs=4",
         "data.train_subset=1000",
-        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_trials=4",
         "hydra/sweeper/pruner=none",
         "hydra.sweeper.retry_failed=1",
         "hydra.sweeper.study_name=kill-test",
     ]
     victim, survivor = _workers(tmp_path, storage, 2, *args)
 
-    def victim_mid_trial() -> list[optuna.trial.FrozenTrial]:
-        trials = optuna.load_study(study_name="kill-test", storage=storage).trials
+    def victim_mid_second_trial() -> list[optuna.trial.FrozenTrial]:
+        mine = [
+            t
+            for t in optuna.load_study(study_name="kill-test", storage=storage).trials
+            if (TrialResult.of(t).worker or "").endswith(f":{victim.pid}")
+        ]
+        if not any(t.state in FINISHED for t in mine):
+            return []  # a finished trial of its own first: the study is shared
         return [
             t
-            for t in trials
-            if t.state == TrialState.RUNNING
-            and (TrialResult.of(t).worker or "").endswith(f":{victim.pid}")
-            and 1 <= len(t.intermediate_values) <= 2
+            for t in mine
+            if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 2
         ]
 
     try:
         target = wait_until(
-            victim_mid_trial, "the victim half-way through a trial", lambda: victim.poll() is None
+            victim_mid_second_trial,
+            "the victim half-way through its second trial",
+            lambda: victim.poll() is None,
         )
     finally:
         os.killpg(victim.pid, signal.SIGKILL)
@@ -227,18 +205,27 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, postgres_url):
     _, err = survivor.communicate(timeout=600)
     assert survivor.returncode == 0, err[-3000:]
 
-    trials = optuna.load_study(study_name="kill-test", storage=storage).trials
+    trials = _check_shared_study(tmp_path, storage, 4)  # each finished trial run once
+    workers = {TrialResult.of(t).worker.rsplit(":", 1)[1] for t in trials if t.state in FINISHED}
+    assert workers == {str(victim.pid), str(survivor.pid)}
     dead = trials[killed.number]
     assert dead.state == TrialState.FAIL
     assert TrialResult.of(dead).fail_reason.startswith("interrupted")
+    for trial in (t for t in trials if t.state == TrialState.FAIL and t is not dead):
+        assert TrialResult.of(trial).fail_reason.startswith("surplus")  # a lost race only
     (retry,) = [t for t in trials if TrialResult.of(t).retry_of == killed.number]
     assert retry.state in FINISHED and retry.params == killed.params
     assert TrialResult.of(retry).worker.endswith(f":{survivor.pid}")
-    assert len([t for t in trials if t.state in FINISHED]) == 3
     run_dir = tmp_path / TrialResult.of(dead).run_dir
     assert RunRecord.load(run_dir).status is RunStatus.RUNNING  # only its killed process writes it
     (row,) = sort_and_filter([load_run(run_dir)])
     assert (row.verdict, row.reason) == (FAILED, TrialResult.of(dead).fail_reason)
+    winner = json.loads((sweep_folder(tmp_path) / "winner.json").read_text())
+    assert winner["trials"]["complete"] + winner["trials"]["pruned"] == 4
+    # The password came from the environment and is written nowhere.
+    for path in (tmp_path / "outputs").rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".json", ".log", ".csv"):
+            assert PASSWORD not in path.read_text(errors="ignore"), path
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from mnist_sweep.schema import validate
 from mnist_sweep.stack.build import check_seeds, seed_config
 from mnist_sweep.stack.dropout import DropoutLayer, solo_mask
 from mnist_sweep.stack.train import train_seeds
-from tests.conftest import compose_config, run_cli, run_in_process, without_timings
+from tests.conftest import compose_config, run_in_process, without_timings
 
 SEEDS = [41, 42, 43]
 TINY = {"data.train_subset": 96, "data.batch_size": 32, "trainer.epochs": 2}
@@ -204,12 +204,12 @@ def test_cli_stacked_run_folders_are_read_by_compare_and_evaluate(tmp_path, caps
     assert "seed_5" in table and "seed_6" in table
     # A seed folder that lost its checkpoint cannot be resumed: one line says so.
     (tmp_path / "stack" / "seed_5" / record.CHECKPOINT).unlink()
-    again = run_cli(*args, "trainer.seeds=[5,6]", "trainer.resume=true", cwd=tmp_path)
-    assert again.returncode == 1 and "seed_5/checkpoint.pt" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1, again.stderr
-    bad = run_cli(*args, "trainer.seeds=[5,5]", cwd=tmp_path)
-    assert bad.returncode == 1 and "given twice" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    run_in_process(tmp_path, *args, "trainer.seeds=[5,6]", "trainer.resume=true", code=1)
+    err = capsys.readouterr().err
+    assert "seed_5/checkpoint.pt" in err and len(err.strip().splitlines()) == 1, err
+    run_in_process(tmp_path, *args, "trainer.seeds=[5,5]", code=1)
+    err = capsys.readouterr().err
+    assert "given twice" in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.slow

@@ -31,10 +31,11 @@ from mnist_sweep.schema.sweeper import Goal
 from mnist_sweep.search import confirm as confirm_cli
 from mnist_sweep.search import report
 from mnist_sweep.search.confirm import launcher_overrides
+from mnist_sweep.search.objective import FINISHED
 from mnist_sweep.search.pruning import TargetPruner, is_feasible
 from mnist_sweep.search.samplers import bind_grid
 from mnist_sweep.search.space import parse_space
-from mnist_sweep.search.sweeper import FINISHED, derive_study_name
+from mnist_sweep.search.sweeper import derive_study_name
 from mnist_sweep.search.trial_result import TrialResult
 from tests.conftest import (
     CLI,
@@ -42,7 +43,7 @@ from tests.conftest import (
     REPO,
     SWEEP,
     cli_env,
-    run_cli,
+    error_in_process,
     run_in_process,
     run_sweep,
     start_cli,
@@ -616,22 +617,16 @@ def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_p
 
 
 @pytest.mark.slow
-def test_enqueued_keys_outside_the_space_get_one_line(tmp_path):
-    result = run_cli(
-        *SWEEP,
-        "hydra.sweeper.n_trials=1",
-        "hydra.sweeper.promote.study=no_such_study",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 1
-    assert "no_such_study" in result.stderr and "Traceback" not in result.stderr
+def test_enqueued_keys_outside_the_space_get_one_line(tmp_path, capsys):
+    args = ["hydra.sweeper.n_trials=1", "hydra.sweeper.promote.study=no_such_study"]
+    err = error_in_process(capsys, tmp_path, *SWEEP, *args)
+    assert "no_such_study" in err and "Traceback" not in err
 
 
 @pytest.mark.slow
-def test_a_bad_swept_value_stops_the_sweep_before_its_first_trial(tmp_path):
-    result = run_cli(*SWEEP, "optimizer.momentum=choice(0.9,-1)", cwd=tmp_path)
-    assert result.returncode == 1
-    (line,) = result.stderr.strip().splitlines()
+def test_a_bad_swept_value_stops_the_sweep_before_its_first_trial(tmp_path, capsys):
+    err = error_in_process(capsys, tmp_path, *SWEEP, "optimizer.momentum=choice(0.9,-1)")
+    (line,) = err.strip().splitlines()
     assert line.startswith("error: swept value optimizer.momentum=-1: optimizer.momentum=-1"), line
     assert "hparams_search preset" in line
     trials = list((tmp_path / "outputs" / "sweeps").rglob("trial_*"))
@@ -640,7 +635,7 @@ def test_a_bad_swept_value_stops_the_sweep_before_its_first_trial(tmp_path):
 
 def test_promotion_takes_target_meeters_then_the_front_each_design_once():
 
-    from mnist_sweep.search.sweeper import promoted
+    from mnist_sweep.search.starting_points import promoted
 
     def trial(number: int, params: int, acc: float, w: int) -> optuna.trial.FrozenTrial:
         t = create_trial(

@@ -28,7 +28,14 @@ from mnist_sweep.run.train import train
 from mnist_sweep.schema import validate
 from mnist_sweep.track import base
 from mnist_sweep.track.mlflow import DATABASE, store
-from tests.conftest import SWEEP, compose_config, run_cli, run_sweep, sweep_folder, wait_until
+from tests.conftest import (
+    SWEEP,
+    compose_config,
+    error_in_process,
+    run_sweep,
+    sweep_folder,
+    wait_until,
+)
 
 # A real training, as short as still says something: the tiny net, 300 images.
 TINY = {"data.train_subset": 300, "trainer.epochs": 2}
@@ -381,29 +388,22 @@ def test_a_server_lost_mid_run_costs_a_warning_not_the_training(
 
 
 @pytest.mark.slow
-def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path):
+def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path, capsys):
     url = f"http://user:{SECRET}@127.0.0.1:{free_port()}"
-    result = run_cli(
-        "model=tiny",
-        "trainer.epochs=1",
-        "data.train_subset=300",
-        "logger=mlflow",
-        f"logger.tracking_uri={url}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    args = ["model=tiny", "trainer.epochs=1", "data.train_subset=300", "logger=mlflow"]
+    err = error_in_process(capsys, tmp_path, *args, f"logger.tracking_uri={url}")
+    out = capsys.readouterr().out
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach MLflow tracking store" in errors[0]
-    assert SECRET not in result.stderr + result.stdout
+    assert SECRET not in err + out
     assert not list(tmp_path.glob(f"outputs/**/{record.METRICS}"))
 
 
 @pytest.mark.slow
-def test_a_sweep_asks_an_unreachable_store_once_before_any_trial(tmp_path):
+def test_a_sweep_asks_an_unreachable_store_once_before_any_trial(tmp_path, capsys):
     url = f"http://user:{SECRET}@127.0.0.1:{free_port()}"
-    result = run_cli(*SWEEP, "logger=mlflow", f"logger.tracking_uri={url}", cwd=tmp_path)
-    assert result.returncode == 1, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    err = error_in_process(capsys, tmp_path, *SWEEP, "logger=mlflow", f"logger.tracking_uri={url}")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach MLflow tracking store" in errors[0], errors
-    assert SECRET not in result.stderr + result.stdout
+    assert SECRET not in err + capsys.readouterr().out
     assert not list(tmp_path.glob("outputs/sweeps/*/trial_*"))  # no trial was launched

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -70,38 +70,26 @@ class Seed:
         )
 
 
+@dataclass
 class TrialJobs:
     """The objective `study.optimize` calls: one trial, as one job per seed."""
 
-    def __init__(
-        self,
-        *,
-        settings: Sweeper,
-        configure: Callable[[Trial], Sequence[str]],
-        new_launcher: Callable[[], Launcher],
-        sweep_dir: Path,
-        target: float,
-        metric: str | None,
-        n_workers: int = 1,
-        stack: bool = False,
-        default_seed: int = 0,
-        gpus: int = 0,
-    ) -> None:
-        self.settings = settings
-        self.n_workers = n_workers
-        self.stack = stack  # a trial's seeds as one stacked job (search/stacking.py)
-        self.default_seed = default_seed
-        self.gpus = gpus  # > 1: each worker thread trains on a GPU of its own
-        self.started = time.monotonic()
-        self.configure = configure
-        self.new_launcher = new_launcher
-        self.sweep_dir = sweep_dir
-        self.target = target
-        self.metric = metric
+    settings: Sweeper
+    configure: Callable[[Trial], Sequence[str]]
+    new_launcher: Callable[[], Launcher]
+    sweep_dir: Path
+    target: float
+    metric: str | None
+    n_workers: int = 1
+    stack: bool = False  # a trial's seeds as one stacked job (search/stacking.py)
+    default_seed: int = 0
+    gpus: int = 0  # > 1: each worker thread trains on a GPU of its own
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
         self._local = threading.local()
         self._idx_lock = threading.Lock()
-        self._next_idx = 0
-        self._next_gpu = 0
+        self._next_idx = self._next_gpu = 0
         self._running: set[int] = set()
 
     def running(self) -> list[int]:

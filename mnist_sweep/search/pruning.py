@@ -1,10 +1,5 @@
-"""The link between a sweep trial and its training run: per-epoch reports and pruning.
-
-A study minimises parameter count; what a trial reports per epoch is its
-*error* (100 - accuracy, on the validation split when there is one, else the
-test set), so that every Optuna pruner, which compares intermediate values in
-the study's direction, prunes the trials that are learning worst.
-"""
+"""The link between a sweep trial and its training run: per-epoch reports and pruning,
+and the project's own pruners."""
 
 from __future__ import annotations
 

@@ -47,33 +47,12 @@ IMPORTANCE_TRIALS = 20
 
 
 PARETO_FIELDS = [
-    "trial",
-    "params",
-    "selection_acc",
-    "test_acc",
-    "val_acc",
-    "feasible",
-    "on_front",
-    "run_dir",
-    "overrides",
-    "seed_accs",
-    "holds",
+    *("trial", "params", "selection_acc", "test_acc", "val_acc", "feasible", "on_front"),
+    *("run_dir", "overrides", "seed_accs", "holds"),
 ]
 TRIALS_FIELDS = [
-    "trial",
-    "state",
-    "params",
-    "selection_acc",
-    "test_acc",
-    "val_acc",
-    "target_acc",
-    "feasible",
-    "seeds",
-    "seed_accs",
-    "holds",
-    "epochs_run",
-    "seconds",
-    "fail_reason",
+    *("trial", "state", "params", "selection_acc", "test_acc", "val_acc", "target_acc"),
+    *("feasible", "seeds", "seed_accs", "holds", "epochs_run", "seconds", "fail_reason"),
 ]
 
 
@@ -135,20 +114,26 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["params"], -r["selection_acc"], r["trial"]))
 
 
-def front_results(rows: list[dict[str, Any]], winner: int | None) -> list[plots.Result]:
-    """Every completed trial for the Pareto plot: feasible ones apart, the winner labelled."""
-    return [
+def plot_front(
+    path: Path, study: optuna.Study, rows: list[dict[str, Any]], target: float, winner: Winner
+) -> None:
+    """Every completed trial on the size-accuracy plane: feasible ones apart, the winner
+    labelled."""
+    results = [
         plots.Result(
             r["params"],
             r["selection_acc"],
             "target met" if r["feasible"] else "below target",
-            f"winner: {r['params']:,}" if r["trial"] == winner else None,
+            f"winner: {r['params']:,}" if r["trial"] == winner.trial else None,
         )
         for r in rows
     ]
+    title = f"{study.study_name}: {len(rows)} completed trials"
+    ylabel = f"final-epoch {winner.selection} accuracy (%)"
+    plots.pareto(path, results, target, title, ylabel=ylabel)
 
 
-def plot_history(study: optuna.Study, path: Path) -> None:
+def plot_history(path: Path, study: optuna.Study) -> None:
     """Optuna's optimisation history of the objective, the parameter count: the
     trials that met the target in colour with the best so far joined, the others grey."""
     with plots.optuna_figure(path) as optuna_plots:
@@ -156,7 +141,7 @@ def plot_history(study: optuna.Study, path: Path) -> None:
         ax.set_title(f"{study.study_name}: size of each trial (grey: below target)")
 
 
-def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
+def plot_importances(path: Path, study: optuna.Study, selection: str) -> bool:
     """Optuna's parameter importances for the final accuracy (which parameters tell
     the accurate trials from the others); False when the study has too little to say."""
     accs = {
@@ -193,7 +178,7 @@ def plot_importances(study: optuna.Study, path: Path, selection: str) -> bool:
 
 
 def plot_intermediate(
-    study: optuna.Study, path: Path, target: float, selection: str, winner: int | None
+    path: Path, study: optuna.Study, target: float, selection: str, winner: int | None
 ) -> None:
     """Accuracy per epoch of every finished trial, from what each reported to the
     pruner: pruned trials stop short at a cross. The project's own curves plot, not
@@ -232,13 +217,13 @@ def plot_intermediate(
     )
 
 
-def _plot_safely(name: str, draw: Callable[[], Any]) -> None:
+def _plot_safely(draw: Callable[..., Any], path: Path, *args: Any) -> None:
     # The winner is written before any plot: a plot that cannot be drawn (a study
     # too small or too uniform for it) costs that file, never the report.
     try:
-        draw()
+        draw(path, *args)
     except Exception as e:
-        log.warning("skipped %s: %s: %s", name, type(e).__name__, e)
+        log.warning("skipped %s: %s: %s", path.name, type(e).__name__, e)
 
 
 def study_target(study: optuna.Study) -> float | None:
@@ -260,31 +245,14 @@ def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
     selection = winner.selection
     if rows:
-        title = f"{study.study_name}: {len(rows)} completed trials"
-        _plot_safely(
-            PARETO_PNG,
-            lambda: plots.pareto(
-                sweep_dir / PARETO_PNG,
-                front_results(rows, winner.trial),
-                target,
-                title,
-                ylabel=f"final-epoch {selection} accuracy (%)",
-            ),
-        )
+        _plot_safely(plot_front, sweep_dir / PARETO_PNG, study, rows, target, winner)
         if len(study.directions) == 1:  # Optuna's history plots one objective
-            _plot_safely(HISTORY_PNG, lambda: plot_history(study, sweep_dir / HISTORY_PNG))
-        _plot_safely(
-            IMPORTANCES_PNG,
-            lambda: plot_importances(study, sweep_dir / IMPORTANCES_PNG, selection),
-        )
+            _plot_safely(plot_history, sweep_dir / HISTORY_PNG, study)
+        _plot_safely(plot_importances, sweep_dir / IMPORTANCES_PNG, study, selection)
     else:
         log.info("no %s, %s or %s: no trial completed", PARETO_PNG, HISTORY_PNG, IMPORTANCES_PNG)
-    _plot_safely(
-        INTERMEDIATE_PNG,
-        lambda: plot_intermediate(
-            study, sweep_dir / INTERMEDIATE_PNG, target, selection, winner.trial
-        ),
-    )
+    path = sweep_dir / INTERMEDIATE_PNG
+    _plot_safely(plot_intermediate, path, study, target, selection, winner.trial)
     for row in (r for r in rows if r["on_front"]):
         log.info(
             "  front: trial %d  %8s params  %.2f%%%s",

@@ -1,23 +1,11 @@
 """The project's Optuna sweeper: a thin Hydra plugin over Optuna's own loop.
 
-Hydra composes and launches; Optuna schedules. `sweep()` turns the command line into a
-search space (the stock hydra-optuna-sweeper's parsing), opens the study in its storage
-and hands a `TrialJobs` objective (search/objective.py) to `study.optimize` with
-`n_jobs` worker threads. Optuna owns the rest: heartbeats beside every trial, failing
-stale trials, `MaxTrialsCallback` for the study's total, and
-`RetryHeartbeatStaleTrialCallback` for trials whose worker died.
-
-What it adds to the stock sweeper (every stock key keeps its meaning):
-- the objective (`hydra.sweeper.objective`): `smallest`, the fewest parameters whose
-  accuracy holds the target (an Optuna constraint); `accuracy`, the best
-  `optimized_metric`; or `pareto`, (params, accuracy) as two objectives;
-- seeds inside a trial (`hydra.sweeper.seeds`, search/seeds.py);
-- pruning: each job learns its trial number and reports every epoch;
-- resume: the study is named after the command, so re-running it continues it, and
-  n_trials counts finished trials across restarts and workers;
-- the space and the settings checked before the first trial, one line per mistake;
-- the report (search/report.py) and throughput.json in the sweep folder.
-
+Hydra composes and launches; Optuna schedules. `sweep()` parses the command line into a
+search space (the stock hydra-optuna-sweeper's parsing, the command line winning), opens
+the study and hands a `TrialJobs` objective (search/objective.py) to `study.optimize`
+(search/workers.py), then writes the report (search/report.py). What it adds to the stock
+sweeper, whose keys keep their meaning, is in docs/SEARCH.md: the objectives, seeds inside
+a trial, pruning, resume by the command's own study name, the space checked up front.
 Registered with Hydra through the `hydra.plugins` entry point in pyproject.toml.
 """
 
@@ -57,7 +45,7 @@ from mnist_sweep.search.objective import FINISHED, TrialJobs, taken
 from mnist_sweep.search.pruning import build_pruner
 from mnist_sweep.search.samplers import bind_grid
 from mnist_sweep.search.space import check_space, parse_space
-from mnist_sweep.search.starting_points import enqueue_starting_points, promoted
+from mnist_sweep.search.starting_points import enqueue_starting_points
 from mnist_sweep.search.storage import display_url, open_storage
 from mnist_sweep.search.winner import Winner
 from mnist_sweep.track import check_store
@@ -311,6 +299,3 @@ class MnistSweeper(OptunaSweeperImpl):
         launcher, path = type(self.launcher).__name__, jobs.sweep_dir / THROUGHPUT
         workers.write_throughput(study, path, since, jobs.n_workers, launcher)
         return report.write(study, jobs.sweep_dir, jobs.target)
-
-
-__all__ = ["FINISHED", "MnistSweeper", "derive_study_name", "promoted"]

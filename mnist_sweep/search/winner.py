@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mnist_sweep.errors import UserError
 from mnist_sweep.run import record
 from mnist_sweep.schema.sweeper import Goal
-from mnist_sweep.search.pruning import is_feasible
 from mnist_sweep.search.trial_result import TrialResult
 
 log = logging.getLogger(__name__)
@@ -115,76 +114,62 @@ def _accs(accs: list[float]) -> str:
     return " / ".join(f"{a:.2f}" for a in accs)
 
 
-def _params(trial: FrozenTrial, result: TrialResult) -> int:
-    return int(result.params if result.params is not None else trial.values[0])
-
-
 def winner_of(study: optuna.Study, target: float) -> Winner:
     """The study's winner.json: its best trial, or a message naming the closest one."""
     goal = Goal.of(study.directions)
-    complete = [
-        (t, r)
+    complete = {
+        t.number: (t, r)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if (r := TrialResult.of(t)).selection_acc is not None
-    ]
-    selection = next((r.selection for _, r in complete if r.selection), "test")
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    base = {
-        "study": study.study_name,
-        "objective": goal.value,
-        "target_acc": target,
-        "selection": selection,
-        "trials": {s.name.lower(): states.count(s) for s in TrialState},
+        if (r := TrialResult.of(t)).selection_acc is not None and r.params is not None
     }
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    winner = Winner(
+        study=study.study_name,
+        objective=goal.value,
+        target_acc=target,
+        selection=next((r.selection for _, r in complete.values() if r.selection), "test"),
+        trials={s.name.lower(): states.count(s) for s in TrialState},
+    )
     if goal is Goal.PARETO:
-        base["front"] = [
-            FrontPoint(trial=t.number, params=_params(t, r), selection_acc=r.selection_acc)
-            for t in study.best_trials
-            if (r := TrialResult.of(t)).selection_acc is not None
-        ]
+        front = [complete[t.number] for t in study.best_trials if t.number in complete]
+        winner.front = [FrontPoint(trial=t.number, **r.model_dump()) for t, r in front]
     best = best_trial(study)
     if best is None:
+        closest = max(complete.values(), key=lambda tr: tr[1].selection_acc, default=None)  # type: ignore[arg-type, return-value]
         hint = ""
-        if complete:
-            t, r = max(complete, key=lambda tr: tr[1].selection_acc)  # type: ignore[arg-type, return-value]
+        if closest is not None:
+            t, r = closest
             accs = _accs(r.seed_accs or [r.selection_acc])  # type: ignore[list-item]
-            hint = f" (closest: trial {t.number}, {accs}% with {_params(t, r):,} params)"
-        return Winner(
-            **base,
-            message=f"no trial reached {target}% (the holds rule){hint}; widen the search space, "
-            "train longer (trainer.epochs), give it more seeds or lower target_acc",
+            hint = f" (closest: trial {t.number}, {accs}% with {r.params:,} params)"
+        winner.message = (
+            f"no trial reached {target}% (the holds rule){hint}; widen the search space, train "
+            "longer (trainer.epochs), give it more seeds or lower target_acc"
         )
+        return winner
     r = TrialResult.of(best)
-    params, seed_accs = _params(best, r), r.seed_accs or [r.selection_acc]
+    seed_accs = r.seed_accs or [r.selection_acc]
     if goal is Goal.ACCURACY:
-        message = (
-            f"most accurate trial: {best.number}, {params:,} params, "
-            f"{r.selection_acc:.2f}% final-epoch {selection} accuracy"
+        winner.message = (
+            f"most accurate trial: {best.number}, {r.params:,} params, "
+            f"{r.selection_acc:.2f}% final-epoch {winner.selection} accuracy"
         )
     else:
-        message = (
-            f"smallest net holding {target}%: trial {best.number}, {params:,} params, "
-            f"final-epoch {selection} accuracy {_accs(seed_accs)}%"
-            + (
-                f" (mean {r.selection_acc:.2f}% over {len(r.seeds)} seeds)"
-                if len(r.seeds) > 1
-                else " (one seed: confirm it on fresh seeds)"
-            )
+        over = f"mean {r.selection_acc:.2f}% over {len(r.seeds)} seeds"
+        winner.message = (
+            f"smallest net holding {target}%: trial {best.number}, {r.params:,} params, "
+            f"final-epoch {winner.selection} accuracy {_accs(seed_accs)}% "
+            + (f"({over})" if len(r.seeds) > 1 else "(one seed: confirm it on fresh seeds)")
         )
-    return Winner(
-        **base,
-        params=params,
-        test_acc=r.test_acc,
-        val_acc=r.val_acc,
-        selection_acc=r.selection_acc,
-        overrides=overrides(best),
-        run_dir=r.run_dir,
-        trial=best.number,
-        seeds=r.seeds or None,
-        seed_accs=seed_accs,
-        seed_test_accs=r.seed_test_accs or None,
-        holds=is_feasible(best) if r.holds is None else r.holds,
-        message=message,
+    fields = ["params", "test_acc", "val_acc", "selection_acc", "holds", "run_dir"]
+    return winner.model_copy(
+        update={
+            **r.model_dump(include=set(fields)),
+            "overrides": overrides(best),
+            "trial": best.number,
+            "seeds": r.seeds or None,
+            "seed_accs": seed_accs,
+            "seed_test_accs": r.seed_test_accs or None,
+        }
     )
 
 
