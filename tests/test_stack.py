@@ -33,22 +33,28 @@ TINY = {"data.train_subset": 96, "data.batch_size": 32, "trainer.epochs": 2}
 
 
 @pytest.fixture
-def float64(monkeypatch):
-    """Train in float64 on a 300-image test set, without the torchinfo summary (which
-    feeds float32) and the curves plot (the numbers are what is compared)."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    normalise, load = data_module.normalise, data_module.load_mnist
+def lean(monkeypatch):
+    """A 300-image test set, without the torchinfo summary and the curves plot: for
+    tests that compare a run's numbers."""
+    load = data_module.load_mnist
 
     def load_small(*args, **kwargs):
         splits = load(*args, **kwargs)
         images, labels = splits["test"]
         return {**splits, "test": (images[:300], labels[:300])}
 
-    monkeypatch.setattr(data_module, "normalise", lambda *a, **k: normalise(*a, **k).double())
     monkeypatch.setattr(data_module, "load_mnist", load_small)
     monkeypatch.setattr(record, "write_model_summary", lambda *a, **k: "")
     monkeypatch.setattr(record, "plot_curves", lambda *a, **k: None)
+
+
+@pytest.fixture
+def float64(lean, monkeypatch):
+    """Train in float64 (lean: the torchinfo summary would feed float32)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    normalise = data_module.normalise
+    monkeypatch.setattr(data_module, "normalise", lambda *a, **k: normalise(*a, **k).double())
     yield
     torch.set_default_dtype(before)
 
@@ -152,7 +158,7 @@ def test_bad_seeds_are_one_line():
 
 
 @pytest.mark.slow
-def test_a_diverged_copy_is_recorded_and_the_others_go_on(quick_cfg, tmp_path, monkeypatch):
+def test_a_diverged_copy_is_recorded_and_the_others_go_on(quick_cfg, tmp_path, monkeypatch, lean):
     cfg = quick_cfg("model=tiny", **TINY)
     from mnist_sweep.stack import fit as stack_fit
 
@@ -213,7 +219,7 @@ def test_cli_stacked_run_folders_are_read_by_compare_and_evaluate(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_a_stacked_run_resumes_to_the_same_metrics(quick_cfg, tmp_path):
+def test_a_stacked_run_resumes_to_the_same_metrics(quick_cfg, tmp_path, lean):
     cfg = quick_cfg("model=tiny", "average=ema", **{**TINY, "trainer.epochs": 3})
     whole = train_seeds(cfg, [1, 2], tmp_path / "a")
 

@@ -17,10 +17,10 @@ which the command then reports as one line too (errors.out_of_memory).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mnist_sweep.errors import ArchitectureError
 from mnist_sweep.run.model import IMAGE_SIZE, IN_CHANNELS, count_params
@@ -39,22 +39,34 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def activations_per_image(model: nn.Module) -> int:
-    """Numbers every layer outputs for one image (on the model's own device), the model's
-    state untouched: evaluation mode, no gradient, its training mode restored."""
-    sizes: list[int] = []
-    leaves = [m for m in model.modules() if not any(m.children())]
-    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel())) for m in leaves]
+def pass_one_image(
+    model: nn.Module,
+    modules: Iterable[nn.Module],
+    hook: Callable[[nn.Module, tuple[Tensor, ...], Tensor], None],
+) -> None:
+    """Pass one blank image through the model (on its own device, in its own dtype),
+    calling `hook(module, inputs, output)` as each of `modules` runs. Its state is left
+    untouched: evaluation mode (which draws no random numbers), no gradient, its
+    training mode restored."""
+    hooks = [m.register_forward_hook(hook) for m in modules]
     was_training = model.training
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE, device=device))
+            image = torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE, dtype=weight.dtype)
+            model(image.to(weight.device))
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+        for handle in hooks:
+            handle.remove()
+
+
+def activations_per_image(model: nn.Module) -> int:
+    """Numbers every layer outputs for one image."""
+    sizes: list[int] = []
+    leaves = [m for m in model.modules() if not any(m.children())]
+    pass_one_image(model, leaves, lambda _m, _i, out: sizes.append(out.numel()))
     return sum(sizes)
 
 

@@ -13,14 +13,14 @@ same distribution but not the solo run's numbers.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from mnist_sweep.run.model import IMAGE_SIZE, IN_CHANNELS, Dropout
+from mnist_sweep.run.memory import pass_one_image
+from mnist_sweep.run.model import Dropout
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,14 @@ class DropoutLayer:
 
 def plan(model: nn.Module) -> list[DropoutLayer]:
     """The net's dropout layers in call order, with the activation shape each one sees
-    (found by one forward pass of a weightless copy on the meta device)."""
-    skeleton = copy.deepcopy(model).to("meta").eval()
+    (found by passing one blank image through it, which leaves the random state as it
+    is)."""
     layers: list[DropoutLayer] = []
 
     def seen(m: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
         layers.append(DropoutLayer(float(m.p), tuple(inputs[0].shape[1:]), isinstance(m, Dropout)))
 
-    for m in skeleton.modules():
-        if isinstance(m, nn.Dropout):
-            m.register_forward_hook(seen)
-    skeleton(torch.empty(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE, device="meta"))
+    pass_one_image(model, [m for m in model.modules() if isinstance(m, nn.Dropout)], seen)
     return layers
 
 
