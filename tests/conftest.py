@@ -279,6 +279,25 @@ SWEEP = [
 ]
 
 
+@pytest.fixture
+def lean(monkeypatch):
+    """Runs with a 300-image test set and without the torchinfo summary and the curves
+    plot: for tests that compare runs' numbers with each other."""
+    from mnist_sweep.run import data as data_module
+    from mnist_sweep.run import record
+
+    load = data_module.load_mnist
+
+    def load_small(*args, **kwargs):
+        splits = load(*args, **kwargs)
+        images, labels = splits["test"]
+        return {**splits, "test": (images[:300], labels[:300])}
+
+    monkeypatch.setattr(data_module, "load_mnist", load_small)
+    monkeypatch.setattr(record, "write_model_summary", lambda *a, **k: "")
+    monkeypatch.setattr(record, "plot_curves", lambda *a, **k: None)
+
+
 def run_in_process(cwd: Path, *args: str, code: int = 0) -> None:
     """`python -m mnist_sweep ARGS` run from `cwd` as the command line runs it, `main()`
     included, but in this process (no interpreter, torch or plotting to start); it must

@@ -25,7 +25,7 @@ from mnist_sweep.bench.timing import _training_worker
 from mnist_sweep.run import record
 from mnist_sweep.run.model import Dropout, build_model
 from mnist_sweep.run.record import RunRecord
-from tests.conftest import REPO, compose_config, run_cli
+from tests.conftest import REPO, compose_config
 
 RATE = r"([\d,]+) images/s"
 
@@ -128,21 +128,10 @@ def test_time_to_target_reports_training_seconds_apart(run_bench, tmp_path):
 
 
 @pytest.mark.slow
-def test_concurrent_trainings_report_their_total_rate():
-    # Its own process: the trainings it times are spawned from it.
-    result = run_cli(
-        "--batches",
-        "3",
-        "--repeats",
-        "1",
-        "--warmup",
-        "1",
-        "--num-workers",
-        "0",
-        "--concurrent",
-        "2",
-        cwd=REPO,
-        module="mnist_sweep.bench",
+def test_concurrent_trainings_report_their_total_rate(run_bench):
+    result = run_bench(
+        *("--batches", "3", "--repeats", "1", "--warmup", "1", "--num-workers", "0"),
+        *("--concurrent", "2"),
     )
     out = result.stdout
     assert "(b) 2 trainings at once, 1 thread each" in out, out

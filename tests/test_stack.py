@@ -33,22 +33,6 @@ TINY = {"data.train_subset": 96, "data.batch_size": 32, "trainer.epochs": 2}
 
 
 @pytest.fixture
-def lean(monkeypatch):
-    """A 300-image test set, without the torchinfo summary and the curves plot: for
-    tests that compare a run's numbers."""
-    load = data_module.load_mnist
-
-    def load_small(*args, **kwargs):
-        splits = load(*args, **kwargs)
-        images, labels = splits["test"]
-        return {**splits, "test": (images[:300], labels[:300])}
-
-    monkeypatch.setattr(data_module, "load_mnist", load_small)
-    monkeypatch.setattr(record, "write_model_summary", lambda *a, **k: "")
-    monkeypatch.setattr(record, "plot_curves", lambda *a, **k: None)
-
-
-@pytest.fixture
 def float64(lean, monkeypatch):
     """Train in float64 (lean: the torchinfo summary would feed float32)."""
     before = torch.get_default_dtype()

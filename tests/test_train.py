@@ -51,7 +51,7 @@ def test_short_training_really_learns(trained):
 
 
 @pytest.mark.slow
-def test_same_seed_same_result_on_cpu(quick_cfg, tmp_path):
+def test_same_seed_same_result_on_cpu(quick_cfg, tmp_path, lean):
     cfg = quick_cfg("model=tiny", **{"data.train_subset": 1000, "trainer.epochs": 2})
     first = train(cfg, tmp_path / "a")
     second = train(cfg, tmp_path / "b")
@@ -149,7 +149,7 @@ def test_cpu_threads_sets_and_restores():
 @pytest.mark.slow
 @pytest.mark.parametrize("average", ["none", "ema"])
 def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(
-    quick_cfg, tmp_path, average
+    quick_cfg, tmp_path, average, lean
 ):
     # Dropout and augmentation on: the resumed run must restore every RNG too,
     # and with weight averaging the live weights and the average alike.
