@@ -223,6 +223,7 @@ SEARCH_POINTS = [
 ]
 
 
+@pytest.mark.slow  # a compose per point; the quick loop checks each space whole (test_space)
 @pytest.mark.parametrize(
     ("preset", "point"),
     [(preset, point) for preset, _, point in SEARCH_POINTS],
