@@ -16,7 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -279,10 +280,12 @@ SWEEP = [
 ]
 
 
-@pytest.fixture
-def lean(monkeypatch):
-    """Runs with a 300-image test set and without the torchinfo summary and the curves
-    plot: for tests that compare runs' numbers with each other."""
+@contextmanager
+def lean_runs() -> Iterator[None]:
+    """Runs in this process with a 300-image test set and without the torchinfo summary
+    and the curves plot: for tests that compare runs' numbers with each other, or that
+    look at a sweep's bookkeeping rather than at its nets (the 10,000-image test set is
+    most of a tiny run's time)."""
     from mnist_sweep.run import data as data_module
     from mnist_sweep.run import record
 
@@ -293,9 +296,18 @@ def lean(monkeypatch):
         images, labels = splits["test"]
         return {**splits, "test": (images[:300], labels[:300])}
 
-    monkeypatch.setattr(data_module, "load_mnist", load_small)
-    monkeypatch.setattr(record, "write_model_summary", lambda *a, **k: "")
-    monkeypatch.setattr(record, "plot_curves", lambda *a, **k: None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data_module, "load_mnist", load_small)
+        mp.setattr(record, "write_model_summary", lambda *a, **k: "")
+        mp.setattr(record, "plot_curves", lambda *a, **k: None)
+        yield
+
+
+@pytest.fixture
+def lean() -> Iterator[None]:
+    """lean_runs() for the whole test."""
+    with lean_runs():
+        yield
 
 
 def run_in_process(cwd: Path, *args: str, code: int = 0) -> None:

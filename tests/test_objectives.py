@@ -58,7 +58,7 @@ def test_the_constraint_is_satisfied_exactly_when_the_design_holds():
 
 
 @pytest.mark.slow
-def test_seeds_inside_the_sweep_decide_the_winner(tmp_path):
+def test_seeds_inside_the_sweep_decide_the_winner(tmp_path, lean):
     # Target 17% on 800 images for 3 epochs: trials near it earn up to 3 seeds, those
     # more than 3 points below it stop after one.
     run_sweep(
@@ -138,7 +138,7 @@ ACCURACY = [
 
 
 @pytest.mark.slow
-def test_an_accuracy_sweep_reports_its_most_accurate_trial(tmp_path):
+def test_an_accuracy_sweep_reports_its_most_accurate_trial(tmp_path, lean):
     run_in_process(tmp_path, *ACCURACY)
     study = _study(tmp_path)
     assert study.direction == StudyDirection.MAXIMIZE
@@ -152,7 +152,7 @@ def test_an_accuracy_sweep_reports_its_most_accurate_trial(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_pareto_sweep_reports_the_front(tmp_path):
+def test_a_pareto_sweep_reports_the_front(tmp_path, lean):
     run_sweep(tmp_path, "hydra.sweeper.n_trials=3", "hydra.sweeper.objective=pareto")
     study = _study(tmp_path)
     assert study.directions == [StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE]

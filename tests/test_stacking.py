@@ -41,7 +41,7 @@ def test_a_stacked_trial_job_names_all_its_seeds():
 
 
 @pytest.mark.slow
-def test_a_sweep_with_stacked_seeds_trains_each_trial_as_one_job(tmp_path):
+def test_a_sweep_with_stacked_seeds_trains_each_trial_as_one_job(tmp_path, lean):
     run_sweep(
         tmp_path,
         "hydra.sweeper.n_trials=1",

@@ -44,6 +44,7 @@ from tests.conftest import (
     SWEEP,
     cli_env,
     error_in_process,
+    lean_runs,
     run_in_process,
     run_sweep,
     start_cli,
@@ -77,13 +78,14 @@ def finished_sweep(tmp_path_factory, worker_id) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
             cwd.mkdir(exist_ok=True)
-            run_sweep(
-                cwd,
-                "hydra.sweeper.n_trials=4",
-                "data.train_subset=1000",
-                "trainer.epochs=3",
-                "data.val_size=200",
-            )
+            with lean_runs():  # the report and the study are what its tests read
+                run_sweep(
+                    cwd,
+                    "hydra.sweeper.n_trials=4",
+                    "data.train_subset=1000",
+                    "trainer.epochs=3",
+                    "data.val_size=200",
+                )
             done.touch()
     return cwd
 
@@ -426,7 +428,7 @@ def test_sweep_without_storage_uses_a_throwaway_database(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_command_line_sweep_of_a_key_the_preset_fixes_is_what_the_trials_run(tmp_path):
+def test_a_command_line_sweep_of_a_key_the_preset_fixes_is_what_the_trials_run(tmp_path, lean):
     # hparams_search=smallest fixes trainer.epochs: 15; the command line sweeps it.
     sweep = [a for a in SWEEP if not a.startswith("trainer.epochs=")]
     run_in_process(tmp_path, *sweep, "trainer.epochs=choice(1,2)", "hydra.sweeper.n_trials=2")
@@ -439,7 +441,7 @@ def test_a_command_line_sweep_of_a_key_the_preset_fixes_is_what_the_trials_run(t
 
 
 @pytest.mark.slow
-def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, lean):
     sweep = [a for a in SWEEP if not a.startswith("optimizer.lr=")]  # lr becomes a dimension
     # Starting trials make the order certain: one that diverges, then three that do not.
     queue = ", ".join(
@@ -574,7 +576,7 @@ def test_ctrl_c_stops_a_two_worker_sweep_without_waiting_for_its_jobs(tmp_path):
 
 
 @pytest.mark.slow
-def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_path):
+def test_enqueued_trials_come_first_and_promote_carries_the_screen_forward(tmp_path, lean):
     # Stage 1: the screen preset, shrunk; its first trials are its enqueued designs.
     screen = [
         "-m",
