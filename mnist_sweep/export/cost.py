@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mnist_sweep.run.model import IMAGE_SIZE, IN_CHANNELS, count_params, layer_output_shapes
+from mnist_sweep.run.model import (
+    IMAGE_SIZE,
+    IN_CHANNELS,
+    count_params,
+    layer_output_shapes,
+    pass_one_image,
+)
 
 __all__ = ["count_params", "largest_activation", "macs"]
 
 
-def _image() -> torch.Tensor:
-    return torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
-
-
-@torch.no_grad()
 def macs(model: nn.Module) -> int:
     """Multiply-accumulates for one 28x28 image, in the convolutions and linear layers.
 
@@ -29,12 +29,9 @@ def macs(model: nn.Module) -> int:
     layers; BatchNorm (folded into the convolutions on export), ReLU, pooling
     and the biases' additions are left out, as is usual for MACs.
     """
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
     with counter:
-        model(_image())
-    model.train(was_training)
+        pass_one_image(model)
     return counter.get_total_flops() // 2
 
 

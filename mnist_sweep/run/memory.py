@@ -17,13 +17,13 @@ which the command then reports as one line too (errors.out_of_memory).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from mnist_sweep.errors import ArchitectureError
-from mnist_sweep.run.model import IMAGE_SIZE, IN_CHANNELS, count_params
+from mnist_sweep.run.model import count_params, pass_one_image
 
 FLOAT = 4  # bytes: parameters and activations are float32
 # Per parameter: the weights, their gradient, and an optimizer's or average's state.
@@ -39,43 +39,12 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def pass_one_image(
-    model: nn.Module,
-    modules: Iterable[nn.Module],
-    hook: Callable[[nn.Module, tuple[Tensor, ...], Tensor], None],
-) -> None:
-    """Pass one blank image through the model (on its own device, in its own dtype),
-    calling `hook(module, inputs, output)` as each of `modules` runs. Its state is left
-    untouched: evaluation mode (which draws no random numbers), no gradient, its
-    training mode restored."""
-    hooks = [m.register_forward_hook(hook) for m in modules]
-    was_training = model.training
-    weight = next(model.parameters())
-    try:
-        model.eval()
-        with torch.no_grad():
-            image = torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE, dtype=weight.dtype)
-            model(image.to(weight.device))
-    finally:
-        model.train(was_training)
-        for handle in hooks:
-            handle.remove()
-
-
 def activations_per_image(model: nn.Module) -> int:
     """Numbers every layer outputs for one image."""
     sizes: list[int] = []
     leaves = [m for m in model.modules() if not any(m.children())]
     pass_one_image(model, leaves, lambda _m, _i, out: sizes.append(out.numel()))
     return sum(sizes)
-
-
-def footprint(build: Callable[[], nn.Module], batch_size: int) -> tuple[int, int]:
-    """(parameters, activations of one training batch) of the net `build` makes,
-    counted on the meta device: nothing is allocated, whatever the size."""
-    with torch.device("meta"):
-        model = build()
-    return count_params(model), batch_size * activations_per_image(model)
 
 
 def _gb(size: int) -> str:

@@ -18,12 +18,12 @@ The model returns logits; the loss applies the (single) log-softmax.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mnist_sweep.errors import ArchitectureError
 
@@ -194,15 +194,35 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def pass_one_image(
+    model: nn.Module,
+    modules: Iterable[nn.Module] = (),
+    hook: Callable[[nn.Module, tuple[Tensor, ...], Tensor], None] | None = None,
+) -> None:
+    """Pass one blank 28x28 image through the model (on its own device, in its own
+    dtype), calling `hook(module, inputs, output)` as each of `modules` runs. Its state
+    is left untouched: evaluation mode (which draws no random numbers), no gradient, its
+    training mode restored."""
+    hooks = [m.register_forward_hook(hook) for m in modules] if hook else []
+    was_training = model.training
+    weight = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            image = torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE, dtype=weight.dtype)
+            model(image.to(weight.device))
+    finally:
+        model.train(was_training)
+        for handle in hooks:
+            handle.remove()
+
+
 def layer_output_shapes(model: nn.Sequential) -> list[tuple[str, tuple[int, ...]]]:
     """(layer type, output shape) of every layer for one 28x28 image."""
-    shapes = []
-    x = torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for layer in model:
-            x = layer(x)
-            shapes.append((type(layer).__name__, tuple(x.shape[1:])))
-    model.train(was_training)
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+
+    def seen(layer: nn.Module, _inputs: tuple[Tensor, ...], out: Tensor) -> None:
+        shapes.append((type(layer).__name__, tuple(out.shape[1:])))
+
+    pass_one_image(model, list(model), seen)
     return shapes

@@ -160,10 +160,10 @@ def winner_of(study: optuna.Study, target: float) -> Winner:
             f"final-epoch {winner.selection} accuracy {_accs(seed_accs)}% "
             + (f"({over})" if len(r.seeds) > 1 else "(one seed: confirm it on fresh seeds)")
         )
-    fields = ["params", "test_acc", "val_acc", "selection_acc", "holds", "run_dir"]
+    fields = {"params", "test_acc", "val_acc", "selection_acc", "holds", "run_dir"}
     return winner.model_copy(
         update={
-            **r.model_dump(include=set(fields)),
+            **r.model_dump(include=fields),
             "overrides": overrides(best),
             "trial": best.number,
             "seeds": r.seeds or None,

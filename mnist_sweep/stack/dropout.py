@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mnist_sweep.run.memory import pass_one_image
-from mnist_sweep.run.model import Dropout
+from mnist_sweep.run.model import Dropout, pass_one_image
 
 
 @dataclass(frozen=True)
