@@ -256,7 +256,7 @@ def test_a_killed_sweep_trial_is_failed_with_the_reason_its_sweep_recorded(tmp_p
     study.add_trial(create_trial(value=1000, user_attrs=TrialResult(test_acc=97.0).attrs()))
     failed = TrialResult(fail_reason=reason).attrs()
     study.add_trial(create_trial(state=TrialState.FAIL, user_attrs=failed))
-    report.write_trials_csv(study, sweep / report.TRIALS_CSV)
+    report.write_trials_csv(study, sweep / sweep_files.TRIALS_CSV)
     code, out, _ = compare_cli(capsys, sweep)
     assert code == 0
     rows = {r["run"]: r["status"] for r in read_csv(sweep / "comparison.csv")}

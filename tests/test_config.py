@@ -410,8 +410,9 @@ def _sweep_with(tmp_path: Path, winner: Any) -> Path:
     ("winner", "says"),
     [
         (None, "winner.json ([Errno 2] No such file or directory"),
-        ([1], "winner.json is damaged (not a winner record); write it again"),
-        ({"params": 100}, "winner.json is damaged (no overrides, run_dir, target_acc)"),
+        ([1], "winner.json is damaged (top level: Input should be an object); write it again"),
+        ({"params": 100}, "winner.json is damaged (top level: no overrides, run_dir, target_acc)"),
+        ({"front": [{"trial": 1}]}, "winner.json is damaged (front.0.params: Field required)"),
         (
             {"params": 100, "overrides": [], "run_dir": "{tmp}/gone", "target_acc": 99.4},
             "the winner's run folder {tmp}/gone is missing or damaged",

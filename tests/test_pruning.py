@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_sweep.search.prune_replay import _finished_runs, main, replay
+from mnist_sweep.bench.prune_replay import _finished_runs, main, replay
 from tests.conftest import make_record
 
 

@@ -6,27 +6,29 @@ import pytest
 from omegaconf import OmegaConf
 
 from mnist_sweep.run.record import RunRecord, RunStatus
-from mnist_sweep.search.stacking import first_seed, gpu_workers, stacked_overrides, stacks_seeds
+from mnist_sweep.search.stacking import Placement, first_seed, place, stacked_overrides
 from mnist_sweep.search.trial_result import TrialResult
 from tests.conftest import run_sweep
 from tests.test_sweep import _study
 
 
 def test_seeds_stack_on_a_gpu_and_go_one_by_one_on_a_cpu():
-    assert stacks_seeds("auto", 10, cuda_devices=1)
-    assert stacks_seeds("cuda", 10, cuda_devices=1)
-    assert not stacks_seeds("auto", 10, cuda_devices=0)  # a CPU: the lazy verdict
-    assert not stacks_seeds("cpu", 10, cuda_devices=2)
-    assert not stacks_seeds("cuda", 1, cuda_devices=1)  # one seed: nothing to stack
-    assert stacks_seeds("cpu", 3, cuda_devices=0, asked=True)  # hydra.sweeper.stack_seeds
-    assert not stacks_seeds("cuda", 3, cuda_devices=1, asked=False)
+    assert place("auto", 1, 10, None, gpus=1).stack
+    assert place("cuda", 1, 10, None, gpus=1).stack
+    assert not place("auto", 1, 10, None, gpus=0).stack  # a CPU: the lazy verdict
+    assert not place("cpu", 1, 10, None, gpus=2).stack
+    assert not place("cuda", 1, 1, None, gpus=1).stack  # one seed: nothing to stack
+    assert place("cpu", 1, 3, True, gpus=0).stack  # hydra.sweeper.stack_seeds
+    assert not place("cuda", 1, 3, False, gpus=1).stack
+    assert place("cpu", 2, 3, None) == Placement(workers=2)  # torch is not asked
 
 
 def test_a_worker_owns_a_whole_gpu():
-    assert gpu_workers(2, "cuda", cuda_devices=1) == 1
-    assert gpu_workers(4, "auto", cuda_devices=2) == 2
-    assert gpu_workers(2, "auto", cuda_devices=0) == 2  # CPU workers: one per core
-    assert gpu_workers(2, "cpu", cuda_devices=1) == 2
+    assert place("cuda", 2, 1, None, gpus=1) == Placement(workers=1, gpus=1)
+    assert place("auto", 4, 1, None, gpus=2) == Placement(workers=2, gpus=2)
+    assert place("auto", 2, 1, None, gpus=0).workers == 2  # CPU workers: one per core
+    assert place("cpu", 2, 1, None, gpus=1).workers == 2
+    assert place("cuda:1", 2, 1, None, gpus=2) == Placement(workers=1)  # one GPU named
 
 
 def test_a_stacked_trial_job_names_all_its_seeds():

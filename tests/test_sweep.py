@@ -37,6 +37,7 @@ from mnist_sweep.search.samplers import bind_grid
 from mnist_sweep.search.space import parse_space
 from mnist_sweep.search.sweeper import derive_study_name
 from mnist_sweep.search.trial_result import TrialResult
+from mnist_sweep.search.winner import WINNER
 from tests.conftest import (
     CLI,
     DATA_ROOT,
@@ -190,7 +191,7 @@ def test_importances_are_drawn_once_the_study_has_enough_trials(tmp_path):
 def test_a_study_too_small_for_a_plot_skips_it_with_a_log_line(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="mnist_sweep.search.report")
     report.write(_study_with([(900, 99.5)], target=99.4), tmp_path, 99.4)
-    assert (tmp_path / report.WINNER).is_file()
+    assert (tmp_path / WINNER).is_file()
     assert (tmp_path / report.HISTORY_PNG).is_file() and (tmp_path / report.PARETO_PNG).is_file()
     assert not (tmp_path / report.IMPORTANCES_PNG).exists()
     assert f"no {report.IMPORTANCES_PNG}: it needs 20 completed trials" in caplog.text
@@ -644,7 +645,7 @@ def test_promotion_takes_target_meeters_then_the_front_each_design_once():
             value=params,
             params={"model.w1": w},
             distributions={"model.w1": IntDistribution(1, 99)},
-            user_attrs=TrialResult(selection_acc=acc, target_acc=99.2).attrs(),
+            user_attrs=TrialResult(selection_acc=acc).attrs(),
         )
         t.number = number
         return t
@@ -657,8 +658,8 @@ def test_promotion_takes_target_meeters_then_the_front_each_design_once():
         trial(4, 2500, 98.90, 4),  # front
         trial(5, 2600, 98.80, 5),  # dominated by trial 4
     ]
-    assert [t.number for t in promoted(trials, top=4)] == [3, 1, 0, 4]
-    assert [t.number for t in promoted(trials, top=2)] == [3, 1]
+    assert [t.number for t in promoted(trials, top=4, target=99.2)] == [3, 1, 0, 4]
+    assert [t.number for t in promoted(trials, top=2, target=99.2)] == [3, 1]
 
 
 # Each stock sampler with the search preset, which must not impose TPE's keys on the

@@ -47,22 +47,16 @@ def _winner(sweep_dir: Path) -> Winner:
     return winner
 
 
-def _search_settings(run_dir: Path) -> tuple[int, list[str]]:
-    """The seed the winner was trained with and its sweep's launcher settings, from the
-    winner's run folder."""
+def launcher_overrides(run_dir: str | Path) -> list[str]:
+    """The launcher settings of the sweep that trained this run (none: Hydra's basic
+    launcher), from its .hydra/hydra.yaml."""
     try:
-        seed = int(OmegaConf.load(run_dir / record.HYDRA_CONFIG).trainer.seed)
-        return seed, launcher_overrides(run_dir)
-    except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as e:
+        saved = OmegaConf.load(Path(run_dir) / record.HYDRA_RUNTIME).hydra.overrides.hydra
+    except (OSError, yaml.YAMLError, OmegaConfBaseException) as e:
         raise UserError(
             f"the winner's run folder {run_dir} is missing or damaged ({first_line(e)}); "
-            "confirm reads its .hydra/config.yaml and .hydra/hydra.yaml"
+            "confirm reads its .hydra/hydra.yaml"
         ) from None
-
-
-def launcher_overrides(run_dir: str | Path) -> list[str]:
-    """The launcher settings of the sweep that trained this run (none: Hydra's basic launcher)."""
-    saved = OmegaConf.load(Path(run_dir) / record.HYDRA_RUNTIME).hydra.overrides.hydra
     return [str(o) for o in saved if str(o).startswith(LAUNCHER)]
 
 
@@ -72,9 +66,8 @@ def confirm(sweep_dir: str | Path, n_seeds: int = 3, extra: Sequence[str] = ()) 
     sweep_dir = Path(sweep_dir)
     winner = _winner(sweep_dir)
     overrides = [o for o in winner.overrides or [] if not o.startswith(SEARCH_ONLY)]
-    search_seed, launcher = _search_settings(Path(str(winner.run_dir)))
-    # Fresh: past every seed the sweep trained the design on.
-    first = max([search_seed, *(winner.seeds or [])]) + 1
+    launcher = launcher_overrides(str(winner.run_dir))
+    first = max(winner.seeds or [0]) + 1  # fresh: past every seed the sweep trained it on
     seeds = [first + i for i in range(n_seeds)]
     out = sweep_dir / "confirm"
     command = [

@@ -65,9 +65,7 @@ class Seed:
     def selection_acc(self) -> float:
         if self.record.status is not RunStatus.COMPLETED:
             return 0.0  # a stacked copy that diverged: the design failed on this seed
-        return selection_accuracy(
-            {"val_acc": self.record.val_acc, "test_acc": self.record.test_acc}
-        )
+        return selection_accuracy(self.record.to_dict())
 
 
 @dataclass
@@ -80,10 +78,8 @@ class TrialJobs:
     sweep_dir: Path
     target: float
     metric: str | None
-    n_workers: int = 1
-    stack: bool = False  # a trial's seeds as one stacked job (search/stacking.py)
+    place: stacking.Placement = stacking.Placement(workers=1)
     default_seed: int = 0
-    gpus: int = 0  # > 1: each worker thread trains on a GPU of its own
     started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
@@ -108,23 +104,19 @@ class TrialJobs:
         left = self.time_left()
         if (left is None or left > 0) and len(taken(study)) < self.settings.n_trials:
             return 0
-        return max(self.n_workers - len(self.running()), 0)
+        return max(self.place.workers - len(self.running()), 0)
 
     # -- jobs ----------------------------------------------------------------------------
 
-    def _launcher(self) -> Launcher:
-        if not hasattr(self._local, "launcher"):
-            self._local.launcher = self.new_launcher()
-        return self._local.launcher
-
-    def _gpu(self) -> list[str]:
-        """On a machine with several GPUs, this worker thread's own (one worker per GPU)."""
-        if self.gpus <= 1:
-            return []
-        if not hasattr(self._local, "gpu"):
+    def _worker(self) -> tuple[Launcher, list[str]]:
+        """This worker thread's launcher, and on a machine with several GPUs its own GPU."""
+        local, gpus = self._local, self.place.gpus
+        if not hasattr(local, "launcher"):
             with self._idx_lock:
-                self._local.gpu, self._next_gpu = self._next_gpu, self._next_gpu + 1
-        return [f"trainer.device=cuda:{self._local.gpu % self.gpus}"]
+                gpu, self._next_gpu = self._next_gpu, self._next_gpu + 1
+            local.launcher = self.new_launcher()
+            local.device = [f"trainer.device=cuda:{gpu % gpus}"] if gpus > 1 else []
+        return local.launcher, local.device
 
     def _launch(self, jobs: Sequence[tuple[Sequence[str], str]]) -> list[tuple[JobReturn, Path]]:
         """Run jobs (overrides, subdir) side by side to their end; each one's return and
@@ -132,11 +124,9 @@ class TrialJobs:
         job) raises."""
         with self._idx_lock:
             idx, self._next_idx = self._next_idx, self._next_idx + len(jobs)
-        rets = self._launcher().launch(
-            [
-                [*overrides, *self._gpu(), f"hydra.sweep.subdir={subdir}"]
-                for overrides, subdir in jobs
-            ],
+        launcher, device = self._worker()
+        rets = launcher.launch(
+            [[*overrides, *device, f"hydra.sweep.subdir={subdir}"] for overrides, subdir in jobs],
             initial_job_idx=idx,
         )
         return [(ret, self.sweep_dir / subdir) for ret, (_, subdir) in zip(rets, jobs, strict=True)]
@@ -151,7 +141,6 @@ class TrialJobs:
         TrialResult(
             run_dir=str(self.sweep_dir / subdir),
             worker=worker_id(),
-            target_acc=self.target,
             retry_of=RetryHeartbeatStaleTrialCallback.retried_trial_number(
                 study.get_trials(deepcopy=False)[trial.number]
             ),
@@ -162,7 +151,7 @@ class TrialJobs:
             # The job's one link to its trial: an override in Hydra's own job settings,
             # read by __main__ (and kept in the run's .hydra/hydra.yaml).
             link = f"++hydra.job.{record.SWEEP_TRIAL}={trial.number}"
-            if self.stack:
+            if self.place.stack:
                 seeds = self._run_stacked(trial, [*overrides, link], subdir)
             else:
                 seeds = self._run(trial, [([*overrides, link], subdir)])
@@ -279,50 +268,47 @@ class TrialJobs:
         return self._run(trial, jobs)
 
     def _tell(self, trial: Trial, seeds: Sequence[Seed]) -> float | tuple[float, float]:
-        first = seeds[0].record
-        held = self._verdict(seeds)
-        mean = held.mean
+        first, held = seeds[0].record, self._verdict(seeds)
+        selection = selection_split({"val_acc": first.val_acc})
         TrialResult(
             params=first.params,
             test_acc=_mean([s.record.test_acc for s in seeds]),
             val_acc=_mean([s.record.val_acc for s in seeds]),
             best_test_acc=first.best_test_acc,
-            selection=selection_split({"val_acc": first.val_acc}),
-            selection_acc=mean,
+            selection=selection,
+            selection_acc=held.mean,
             seeds=[s.seed for s in seeds],
             seed_accs=[s.selection_acc for s in seeds],
             seed_test_accs=[s.record.test_acc for s in seeds],
             seed_run_dirs=[str(s.run_dir) for s in seeds],
             holds=held.holds,
         ).save(trial)
-        goal = self.settings.goal
         log.info(
             "trial %d: %s params, %s%% %s accuracy (%s; target %.2f%%: %s)",
             trial.number,
             f"{first.params:,}",
             " / ".join(f"{a:.2f}" for a in held.accs),
-            selection_split({"val_acc": first.val_acc}),
-            f"mean {mean:.2f}% over {len(seeds)} seeds" if len(seeds) > 1 else "one seed",
+            selection,
+            f"mean {held.mean:.2f}% over {len(seeds)} seeds" if len(seeds) > 1 else "one seed",
             self.target,
             "holds" if held.holds else "does not hold",
         )
-        if goal is Goal.SMALLEST:
+        if self.settings.goal is Goal.SMALLEST:
             trial.set_constraint("accuracy", held.shortfall())
             return float(first.params)
         accuracy = self._metric_value(seeds)
-        if goal is Goal.ACCURACY:
+        if self.settings.goal is Goal.ACCURACY:
             return accuracy
         return float(first.params), accuracy
 
     def _metric_value(self, seeds: Sequence[Seed]) -> float:
         """The figure an accuracy sweep maximises: `optimized_metric` when set, else the
         selection accuracy; a mean over the trial's seeds."""
-        if self.metric is None:
-            return _mean([s.selection_acc for s in seeds])  # type: ignore[return-value]
-        values = [getattr(s.record, self.metric, None) for s in seeds]
-        if any(v is None for v in values):
-            raise TrialFailed(f"optimized_metric={self.metric}: the run recorded no such figure")
-        return _mean(values)  # type: ignore[return-value]
+        name = self.metric
+        values = [s.selection_acc if name is None else getattr(s.record, name) for s in seeds]
+        if None in values:
+            raise TrialFailed(f"optimized_metric={name}: the run recorded no such figure")
+        return sum(values) / len(values)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

@@ -4,6 +4,7 @@ and the project's own pruners."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -13,7 +14,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep.run import record
 from mnist_sweep.schema.sweeper import Goal
-from mnist_sweep.search.trial_result import TrialResult
 
 if TYPE_CHECKING:
     from mnist_sweep.run.train import EpochCallback
@@ -36,15 +36,14 @@ def to_reported(study: optuna.Study, accuracy: float) -> float:
     return accuracy if Goal.of(study.directions) is Goal.ACCURACY else 100.0 - accuracy
 
 
-def reported_accuracy(study: optuna.Study, value: float) -> float:
-    """The accuracy behind a value a trial reported."""
-    return to_reported(study, value)  # either map is its own inverse
+reported_accuracy = to_reported  # the accuracy behind a reported value: the map is its own inverse
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
     return bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
 
 
+@dataclass
 class TargetPruner(BasePruner):
     """Prune a trial that is behind every trial that went on to reach the target.
 
@@ -55,12 +54,9 @@ class TargetPruner(BasePruner):
     Until `n_feasible_trials` trials have reached the target it prunes nothing.
     """
 
-    def __init__(
-        self, n_warmup_steps: int = 1, margin: float = 0.0, n_feasible_trials: int = 1
-    ) -> None:
-        self.n_warmup_steps = n_warmup_steps
-        self.margin = margin
-        self.n_feasible_trials = n_feasible_trials
+    n_warmup_steps: int = 1
+    margin: float = 0.0
+    n_feasible_trials: int = 1
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -84,6 +80,7 @@ def build_pruner(pruner_cfg: Any) -> BasePruner:
     )
 
 
+@dataclass
 class ReachablePruner(BasePruner):
     """Prune a trial only once the target is out of its reach.
 
@@ -97,16 +94,15 @@ class ReachablePruner(BasePruner):
     `n_min_trials` trials have completed.
     """
 
-    def __init__(self, n_warmup_steps: int = 5, margin: float = 0.1, n_min_trials: int = 4) -> None:
-        self.n_warmup_steps = n_warmup_steps
-        self.margin = margin
-        self.n_min_trials = n_min_trials
+    n_warmup_steps: int = 5
+    margin: float = 0.1
+    n_min_trials: int = 4
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None or step < self.n_warmup_steps:
             return False
-        target = TrialResult.of(trial).target_acc or study.user_attrs.get("target_acc")
+        target = study.user_attrs.get("target_acc")  # the sweep sets it
         gains = []
         for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             curve = done.intermediate_values
@@ -145,8 +141,6 @@ def trial_reporter(hydra_cfg: Any) -> EpochCallback | None:
     def report(metrics: dict[str, Any]) -> None:
         epoch = metrics["epochs"][-1]["epoch"]
         accuracy = selection_accuracy(metrics)
-        if TrialResult.of(trial).target_acc is None:  # what ReachablePruner measures against
-            TrialResult(target_acc=float(metrics["target_acc"])).save(trial)
         trial.report(to_reported(study, accuracy), step=epoch)
         if epoch < metrics["epochs_planned"] and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {accuracy:.2f}% accuracy")

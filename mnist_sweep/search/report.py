@@ -27,13 +27,11 @@ from mnist_sweep.run.record import RunRecord
 from mnist_sweep.search.pruning import is_feasible, reported_accuracy
 from mnist_sweep.search.storage import display_url, refuse
 from mnist_sweep.search.trial_result import TrialResult
-from mnist_sweep.search.winner import WINNER, Winner, overrides
+from mnist_sweep.search.winner import Winner, overrides
 from mnist_sweep.search.winner import write as write_winner
 from mnist_sweep.sweep_files import TRIALS_CSV
 
 log = logging.getLogger(__name__)
-
-__all__ = ["WINNER", "Winner", "main", "trial_rows", "write", "write_trials_csv"]
 
 PARETO_CSV = "pareto_front.csv"
 PARETO_PNG = "pareto_front.png"
@@ -59,7 +57,6 @@ TRIALS_FIELDS = [
 def _row(t: FrozenTrial) -> dict[str, Any]:
     """A trial as a CSV row: its result, and what the study says of it."""
     r = TrialResult.of(t)
-    seconds = t.duration.total_seconds() if t.duration else None
     return {
         **r.model_dump(),
         "trial": t.number,
@@ -69,7 +66,7 @@ def _row(t: FrozenTrial) -> dict[str, Any]:
         "seeds": " ".join(map(str, r.seeds)),
         "seed_accs": " ".join(f"{a:g}" for a in r.seed_accs),
         "epochs_run": max(t.intermediate_values, default=None),
-        "seconds": None if seconds is None else round(seconds, 1),
+        "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
         **t.params,
     }
 
@@ -99,7 +96,8 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
     """Every trial that ran: state, size, accuracy, epochs, time and each swept value."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
     keys = sorted({k for t in trials for k in t.params})
-    _write_csv(path, TRIALS_FIELDS + keys, [_row(t) for t in trials])
+    target = study.user_attrs.get("target_acc")  # set by the sweep
+    _write_csv(path, TRIALS_FIELDS + keys, [{**_row(t), "target_acc": target} for t in trials])
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -114,9 +112,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["params"], -r["selection_acc"], r["trial"]))
 
 
-def plot_front(
-    path: Path, study: optuna.Study, rows: list[dict[str, Any]], target: float, winner: Winner
-) -> None:
+def plot_front(path: Path, study: optuna.Study, rows: list[dict[str, Any]], winner: Winner) -> None:
     """Every completed trial on the size-accuracy plane: feasible ones apart, the winner
     labelled."""
     results = [
@@ -130,7 +126,7 @@ def plot_front(
     ]
     title = f"{study.study_name}: {len(rows)} completed trials"
     ylabel = f"final-epoch {winner.selection} accuracy (%)"
-    plots.pareto(path, results, target, title, ylabel=ylabel)
+    plots.pareto(path, results, winner.target_acc, title, ylabel=ylabel)
 
 
 def plot_history(path: Path, study: optuna.Study) -> None:
@@ -144,12 +140,9 @@ def plot_history(path: Path, study: optuna.Study) -> None:
 def plot_importances(path: Path, study: optuna.Study, selection: str) -> bool:
     """Optuna's parameter importances for the final accuracy (which parameters tell
     the accurate trials from the others); False when the study has too little to say."""
-    accs = {
-        t.number: r.selection_acc
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if (r := TrialResult.of(t)).selection_acc is not None
-    }
-    done = [t for t in study.get_trials(deepcopy=False) if t.number in accs]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    accs = {t.number: a for t in complete if (a := TrialResult.of(t).selection_acc) is not None}
+    done = [t for t in complete if t.number in accs]
     names = {name for t in done for name in t.params}
     varying = [n for n in names if len({repr(t.params.get(n)) for t in done}) > 1]
     if len(done) < IMPORTANCE_TRIALS or not varying:
@@ -177,15 +170,13 @@ def plot_importances(path: Path, study: optuna.Study, selection: str) -> bool:
     return True
 
 
-def plot_intermediate(
-    path: Path, study: optuna.Study, target: float, selection: str, winner: int | None
-) -> None:
+def plot_intermediate(path: Path, study: optuna.Study, winner: Winner) -> None:
     """Accuracy per epoch of every finished trial, from what each reported to the
     pruner: pruned trials stop short at a cross. The project's own curves plot, not
     Optuna's: that one plots the reported error and names each trial in its legend."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     curves = []
-    for t in sorted(trials, key=lambda t: t.number != winner):  # the winner first: on top
+    for t in sorted(trials, key=lambda t: t.number != winner.trial):  # the winner first: on top
         points = [
             (step, reported_accuracy(study, value))
             for step, value in sorted(t.intermediate_values.items())
@@ -193,7 +184,7 @@ def plot_intermediate(
         if not points:
             continue
         params = TrialResult.of(t).params or 0
-        label = f"winner: trial {t.number}, {params:,} params" if t.number == winner else None
+        label = f"winner: trial {t.number}, {params:,} params" if t.number == winner.trial else None
         if label:
             kind = "highlight"
         elif t.state == TrialState.PRUNED:
@@ -209,10 +200,10 @@ def plot_intermediate(
     ends = [c.points[-1][1] for c in curves if c.cut]
     plots.curves(
         path,
-        f"{study.study_name}: {selection} accuracy per epoch, {len(curves)} trials",
+        f"{study.study_name}: {winner.selection} accuracy per epoch, {len(curves)} trials",
         curves,
-        ylabel=f"{selection} accuracy (%)",
-        target=target,
+        ylabel=f"{winner.selection} accuracy (%)",
+        target=winner.target_acc,
         floor=plots.accuracy_floor(finals or ends, ends),
     )
 
@@ -226,33 +217,21 @@ def _plot_safely(draw: Callable[..., Any], path: Path, *args: Any) -> None:
         log.warning("skipped %s: %s: %s", path.name, type(e).__name__, e)
 
 
-def study_target(study: optuna.Study) -> float | None:
-    """The target the sweep ran with: set on the study when the sweep starts (older
-    studies: on their trials)."""
-    targets = [a for t in study.trials if (a := TrialResult.of(t).target_acc) is not None]
-    target = study.user_attrs.get("target_acc", targets[-1] if targets else None)
-    return None if target is None else float(target)
-
-
 def write(study: optuna.Study, sweep_dir: Path, target: float) -> Winner:
-    """Write winner.json and optimization_results.yaml (search/winner.py), the Pareto front
-    (csv, png), trials.csv, the optimisation history, parameter importances and
-    intermediate values (png); return the winner."""
+    """The report (the files above) in `sweep_dir`; returns the winner."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     winner = write_winner(study, sweep_dir, target)
     rows = trial_rows(study)
     _write_csv(sweep_dir / PARETO_CSV, PARETO_FIELDS, rows)
     write_trials_csv(study, sweep_dir / TRIALS_CSV)
-    selection = winner.selection
     if rows:
-        _plot_safely(plot_front, sweep_dir / PARETO_PNG, study, rows, target, winner)
+        _plot_safely(plot_front, sweep_dir / PARETO_PNG, study, rows, winner)
         if len(study.directions) == 1:  # Optuna's history plots one objective
             _plot_safely(plot_history, sweep_dir / HISTORY_PNG, study)
-        _plot_safely(plot_importances, sweep_dir / IMPORTANCES_PNG, study, selection)
+        _plot_safely(plot_importances, sweep_dir / IMPORTANCES_PNG, study, winner.selection)
     else:
         log.info("no %s, %s or %s: no trial completed", PARETO_PNG, HISTORY_PNG, IMPORTANCES_PNG)
-    path = sweep_dir / INTERMEDIATE_PNG
-    _plot_safely(plot_intermediate, path, study, target, selection, winner.trial)
+    _plot_safely(plot_intermediate, sweep_dir / INTERMEDIATE_PNG, study, winner)
     for row in (r for r in rows if r["on_front"]):
         log.info(
             "  front: trial %d  %8s params  %.2f%%%s",
@@ -276,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "--storage", default="sqlite:///outputs/optuna.db", help="the study's storage URL"
     )
     parser.add_argument("--out", type=Path, help="folder to write to (default: its sweep folder)")
-    parser.add_argument("--target", type=float, help="target accuracy (default: the trials' own)")
+    parser.add_argument("--target", type=float, help="target accuracy (default: the study's own)")
     args = parser.parse_args(argv)
     if args.storage.startswith("sqlite:///") and not Path(args.storage[10:]).is_file():
         return report_error(f"no study database at {args.storage[10:]}; pass --storage")
@@ -288,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(f"no study {args.study!r} in {display_url(args.storage)}")
     except (ImportError, SQLAlchemyError) as e:
         refuse(args.storage, e, setting="--storage")
-    target = args.target if args.target is not None else study_target(study)
+    target = args.target if args.target is not None else study.user_attrs.get("target_acc")
     if target is None:
         return report_error(f"study {args.study!r} records no target; pass --target")
     out = args.out or Path("outputs") / "sweeps" / args.study

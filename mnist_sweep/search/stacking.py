@@ -1,4 +1,5 @@
-"""Where a trial's seeds train, and how many trainings a machine runs at once.
+"""Where a sweep's trainings run: how many at once, on which GPU, and whether a trial's
+seeds train stacked.
 
 On a GPU a design's seeds train as one stacked job (stack/train.py): K copies
 cost about what one costs, since a net this small leaves the GPU waiting on kernel
@@ -14,36 +15,45 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 
-def on_gpu(device: str, cuda_devices: int) -> bool:
-    """Whether the sweep's trainings run on a GPU (trainer.device, with `auto` resolved
-    as run/build.py resolves it)."""
-    return device.startswith("cuda") or (device == "auto" and cuda_devices > 0)
+@dataclass(frozen=True)
+class Placement:
+    workers: int  # trainings at once
+    stack: bool = False  # a trial's seeds as one stacked job
+    gpus: int = 0  # > 1: each worker trains on a GPU of its own
 
 
-def stacks_seeds(device: str, seeds: int, cuda_devices: int, asked: bool | None = None) -> bool:
-    """The policy: stack a trial's seeds when it has several and they train on a GPU, or
-    when the sweep asks (hydra.sweeper.stack_seeds)."""
-    if seeds <= 1:
-        return False
-    return on_gpu(device, cuda_devices) if asked is None else asked
+def place(
+    device: str, n_jobs: int, seeds: int, stack: bool | None, gpus: int | None = None
+) -> Placement:
+    """The placement for trainer.device on this machine (or one with `gpus` GPUs), with
+    `auto` resolved as run/build.py resolves it; `stack` is hydra.sweeper.stack_seeds
+    (None: stack exactly on a GPU)."""
+    gpus = _cuda_devices(device) if gpus is None else gpus
+    on_gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
+    stacked = seeds > 1 and (on_gpu if stack is None else stack)
+    spread = gpus if device in ("auto", "cuda") else 0  # cuda:N pins every worker to one
+    workers = min(n_jobs, max(spread, 1)) if on_gpu else n_jobs
+    if workers < n_jobs:
+        log.info(
+            "n_jobs=%d: %d worker(s), one per GPU (sharing one gains nothing)", n_jobs, workers
+        )
+    if stacked:
+        log.info("each trial trains its %d seeds as one stacked job", seeds)
+    return Placement(workers, stacked, spread)
 
 
-def gpu_workers(n_jobs: int, device: str, cuda_devices: int) -> int:
-    """How many workers may train at once: one per GPU on a GPU, n_jobs otherwise."""
-    if not on_gpu(device, cuda_devices) or n_jobs <= max(cuda_devices, 1):
-        return n_jobs
-    workers = max(cuda_devices, 1)
-    log.info(
-        "n_jobs=%d on %d GPU(s): %d worker(s), one per GPU (processes sharing a GPU take turns)",
-        n_jobs,
-        cuda_devices,
-        workers,
-    )
-    return workers
+def _cuda_devices(device: str) -> int:
+    # A CPU sweep need not import torch (slow) to learn that it trains on no GPU.
+    if device == "cpu":
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def stacked_overrides(overrides: Sequence[str], seeds: Sequence[int]) -> list[str]:

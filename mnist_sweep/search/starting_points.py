@@ -17,16 +17,15 @@ from mnist_sweep.search.storage import display_url
 from mnist_sweep.search.trial_result import TrialResult
 
 
-def promoted(trials: Sequence[FrozenTrial], top: int) -> list[FrozenTrial]:
+def promoted(trials: Sequence[FrozenTrial], top: int, target: float) -> list[FrozenTrial]:
     """The designs of a screening study worth training in full, best first.
 
-    Those that met their target, fewest parameters first; then, while fewer
+    Those that met the screen's `target`, fewest parameters first; then, while fewer
     than `top`, the rest of the (params, accuracy) Pareto front, most accurate
     first: the screen's target is a guess at what the short schedule can show.
     """
-    results = {t.number: TrialResult.of(t) for t in trials}
-    acc = {n: _or(r.selection_acc, -1.0) for n, r in results.items()}
-    met = [t for t in trials if acc[t.number] >= _or(results[t.number].target_acc, 101.0)]
+    acc = {t.number: _or(TrialResult.of(t).selection_acc, -1.0) for t in trials}
+    met = [t for t in trials if acc[t.number] >= target]
     met.sort(key=lambda t: (t.value, -acc[t.number]))
     front = plots.pareto_front(trials, key=lambda t: (t.value, acc[t.number]))
     rest = sorted((t for t in front if t not in met), key=lambda t: -acc[t.number])
@@ -53,7 +52,8 @@ def _points(study: optuna.Study, settings: Sweeper) -> list[dict[str, Any]]:
                 "(outputs/sweeps/<study name>/)"
             ) from None
         done = earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        points += [dict(t.params) for t in promoted(done, promote.top)]
+        target = earlier.user_attrs.get("target_acc", 101.0)  # none recorded: none met
+        points += [dict(t.params) for t in promoted(done, promote.top, target)]
     return points
 
 

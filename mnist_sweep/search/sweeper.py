@@ -56,12 +56,6 @@ SAMPLER_TARGETS = ["hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"]
 THROUGHPUT = "throughput.json"
 
 
-def cuda_devices() -> int:
-    import torch  # only a sweep that trains needs it, and only here
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def derive_study_name(prefix: str, task_overrides: Sequence[str], params: Any) -> str:
     """Same command, same name: a hash of the command-line overrides and the search space.
 
@@ -84,38 +78,20 @@ class MnistSweeper(OptunaSweeperImpl):
     def __init__(
         self,
         sampler: Any,
-        storage: str | None,
-        study_name: str | None,
-        n_trials: int,
-        n_jobs: int,
-        max_failure_rate: float,
         custom_search_space: str | None,
         params: DictConfig | None,
         pruner: Any = None,
         **settings: Any,
     ) -> None:
         try:
-            self.settings = validate_sweeper(
-                {
-                    "storage": storage,
-                    "study_name": study_name,
-                    "n_trials": n_trials,
-                    "n_jobs": n_jobs,
-                    "max_failure_rate": max_failure_rate,
-                    **{k: _plain(v) for k, v in settings.items()},
-                }
-            )
+            self.settings = validate_sweeper({k: _plain(v) for k, v in settings.items()})
         except ConfigError as e:
             fail(str(e))
-        directions = self.settings.goal.directions
+        s, directions = self.settings, self.settings.goal.directions
         super().__init__(
             instantiate(sampler, _execution_whitelist_=SAMPLER_TARGETS),
             directions[0] if len(directions) == 1 else directions,
-            storage,
-            study_name,
-            n_trials,
-            n_jobs,
-            max_failure_rate,
+            *(s.storage, s.study_name, s.n_trials, s.n_jobs, s.max_failure_rate),
             custom_search_space,
             params,
         )
@@ -217,7 +193,7 @@ class MnistSweeper(OptunaSweeperImpl):
             stop = interruption(e)
             for number in jobs.running():  # trials of worker threads the signal did not reach
                 workers.fail_running(study, number, f"interrupted by {stop.signal_name}")
-            if jobs.n_workers > 1:
+            if jobs.place.workers > 1:
                 # Before the report, not after: a worker still training would find its
                 # trial told at its next epoch and record its run failed, not interrupted.
                 stop_child_processes()
@@ -227,7 +203,7 @@ class MnistSweeper(OptunaSweeperImpl):
                 "re-run the same command to continue %s",
                 study.study_name,
             )
-            if jobs.n_workers > 1:
+            if jobs.place.workers > 1:
                 workers.exit_abandoning_jobs(stop.exit_status, stop.line())
             raise
         winner = self._report(study, jobs, since)
@@ -249,10 +225,10 @@ class MnistSweeper(OptunaSweeperImpl):
         its workers run."""
         self.sampler, n_trials = bind_grid(self.sampler, distributions, self.n_trials)
         fixed = {"n_trials": n_trials, "storage": str(self.storage), "study_name": self.study_name}
-        self.settings = self.settings.model_copy(update=fixed)
+        settings = self.settings = self.settings.model_copy(update=fixed)
         check_store(self.config.get("logger"))  # once, not once per failing trial
         study = self._open_study()
-        enqueue_starting_points(study, self.settings, distributions, fixed_params)
+        enqueue_starting_points(study, settings, distributions, fixed_params)
         # A search preset may fix its own target (a screening stage does).
         target = float(fixed_params.get("target_acc", self.config.target_acc))
         study.set_user_attr("target_acc", target)  # for the pruners and the report CLI
@@ -261,25 +237,22 @@ class MnistSweeper(OptunaSweeperImpl):
             (job,) = self._configure_trials([trial], distributions, fixed_params, fixed_overrides)
             return job
 
-        device = str(self.config.trainer.device)
-        # A CPU sweep need not import torch (slow) to learn that it trains on no GPU.
-        gpus = 0 if device == "cpu" else cuda_devices()
-        stack = stacking.stacks_seeds(device, self.settings.seeds, gpus, self.settings.stack_seeds)
         jobs = TrialJobs(
-            settings=self.settings,
+            settings=settings,
             configure=configure,
             new_launcher=self._new_launcher,
             sweep_dir=Path(str(self.config.hydra.sweep.dir)),
             target=target,
             metric=self.config.get("optimized_metric"),
-            n_workers=stacking.gpu_workers(self._workers(), device, gpus),
-            stack=stack,
+            place=stacking.place(
+                str(self.config.trainer.device),
+                self._workers(),
+                settings.seeds,
+                settings.stack_seeds,
+            ),
             default_seed=int(self.config.trainer.seed),
-            gpus=gpus if device in ("auto", "cuda") else 0,
         )
-        if stack:
-            log.info("each trial trains its %d seeds as one stacked job", self.settings.seeds)
-        workers.fail_orphans(study, self.settings.retry_failed)
+        workers.fail_orphans(study, settings.retry_failed)
         log.info(
             "study %s (storage %s): %d finished trials kept, %d to run by %d workers; "
             "sweep folder %s",
@@ -287,7 +260,7 @@ class MnistSweeper(OptunaSweeperImpl):
             display_url(self.storage),
             len(study.get_trials(deepcopy=False, states=FINISHED)),
             max(n_trials - len(taken(study)), 0),
-            jobs.n_workers,
+            jobs.place.workers,
             jobs.sweep_dir,
         )
         # Optuna logs each caught failure with its traceback; the sweep logs its own line.
@@ -297,5 +270,5 @@ class MnistSweeper(OptunaSweeperImpl):
     def _report(self, study: optuna.Study, jobs: TrialJobs, since: datetime) -> Winner:
         """throughput.json and the report (winner.json, CSVs, plots) in the sweep folder."""
         launcher, path = type(self.launcher).__name__, jobs.sweep_dir / THROUGHPUT
-        workers.write_throughput(study, path, since, jobs.n_workers, launcher)
+        workers.write_throughput(study, path, since, jobs.place.workers, launcher)
         return report.write(study, jobs.sweep_dir, jobs.target)

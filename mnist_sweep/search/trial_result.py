@@ -8,14 +8,10 @@ end, a reason when it fails); `save` writes the fields a part sets, `of` reads t
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
+from optuna.trial import BaseTrial
 from pydantic import BaseModel, ConfigDict
-
-
-class _HasAttrs(Protocol):
-    @property
-    def user_attrs(self) -> dict[str, Any]: ...
 
 
 class TrialResult(BaseModel):
@@ -23,7 +19,6 @@ class TrialResult(BaseModel):
 
     run_dir: str | None = None  # the first seed's run folder
     worker: str | None = None  # host:pid of the sweep process that ran it
-    target_acc: float | None = None
     retry_of: int | None = None  # the trial, lost with its worker, that this one retries
     fail_reason: str | None = None
     params: int | None = None
@@ -39,14 +34,14 @@ class TrialResult(BaseModel):
     holds: bool | None = None  # the holds rule over its seeds
 
     @classmethod
-    def of(cls, trial: _HasAttrs) -> TrialResult:
+    def of(cls, trial: BaseTrial) -> TrialResult:
         return cls.model_validate(trial.user_attrs)
 
     def attrs(self) -> dict[str, Any]:
         """The user attributes this record sets (its fields that are not left empty)."""
         return self.model_dump(mode="json", exclude_defaults=True)
 
-    def save(self, trial: Any) -> None:
+    def save(self, trial: BaseTrial) -> None:
         """Write the fields this record sets onto a live `optuna.Trial`."""
         for key, value in self.attrs().items():
             trial.set_user_attr(key, value)

@@ -4,14 +4,14 @@ Hydra's own optimization_results.yaml."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from mnist_sweep.errors import UserError
 from mnist_sweep.run import record
@@ -56,31 +56,28 @@ class Winner(BaseModel):
     front: list[FrontPoint] | None = None  # pareto: the (params, accuracy) front
     message: str = ""
 
+    @model_validator(mode="after")
+    def _says_what_it_ran(self) -> Winner:
+        missing = [k for k in ("overrides", "run_dir", "target_acc") if getattr(self, k) is None]
+        if self.params is not None and missing:
+            raise PydanticCustomError("incomplete", f"no {', '.join(missing)}")
+        return self
+
     def save(self, sweep_dir: Path) -> None:
         record.write_json(sweep_dir / WINNER, self.model_dump(mode="json"))
 
     @classmethod
     def load(cls, sweep_dir: Path) -> Winner:
-        """The sweep folder's winner.json; UserError, one line, when it is missing or damaged
-        (a winner with params must say what it ran: overrides, run_dir, target_acc)."""
+        """The sweep folder's winner.json; UserError, one line, when it is missing or damaged."""
         path = sweep_dir / WINNER
-        damaged = f"{path} is damaged ({{}}); {REWRITE}"
         try:
-            data = json.loads(path.read_text())
+            return cls.model_validate_json(path.read_bytes())
         except OSError as e:
             raise UserError(f"cannot read {path} ({e}); pass a finished sweep folder") from None
-        except ValueError:
-            raise UserError(damaged.format("not JSON")) from None
-        if not isinstance(data, dict):
-            raise UserError(damaged.format("not a winner record"))
-        missing = [k for k in ("overrides", "run_dir", "target_acc") if data.get(k) is None]
-        if data.get("params") is not None and missing:
-            raise UserError(damaged.format(f"no {', '.join(missing)}"))
-        try:
-            return cls.model_validate(data)
         except ValidationError as e:
-            where = ".".join(map(str, e.errors()[0]["loc"]))
-            raise UserError(damaged.format(f"{where}: {e.errors()[0]['msg']}")) from None
+            error = e.errors()[0]
+            where = ".".join(map(str, error["loc"])) or "top level"
+            raise UserError(f"{path} is damaged ({where}: {error['msg']}); {REWRITE}") from None
 
 
 def overrides(trial: FrozenTrial) -> list[str]:

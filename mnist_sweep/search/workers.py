@@ -132,7 +132,7 @@ def optimize(study: optuna.Study, jobs: TrialJobs) -> FailureBudget:
                 study,
                 jobs,
                 n_trials=owed,
-                n_jobs=jobs.n_workers,
+                n_jobs=jobs.place.workers,
                 timeout=left,
                 catch=(TrialFailed,),
                 callbacks=[MaxTrialsCallback(settings.n_trials, states=FINISHED), budget],
@@ -178,11 +178,12 @@ def write_throughput(
     and their own timestamps: trial seconds over workers x the sweep's wall time. (A
     trial whose seeds ran side by side on idle workers counts its seconds once.)"""
     ran = [
-        (t.duration.total_seconds(), TrialResult.of(t))
+        (t.duration.total_seconds(), r)
         for t in study.get_trials(deepcopy=False)
-        if t.duration is not None and t.datetime_start >= since  # type: ignore[operator]
+        if t.duration is not None
+        and t.datetime_start >= since  # type: ignore[operator]
+        and (r := TrialResult.of(t)).worker == worker_id()
     ]
-    ran = [(seconds, r) for seconds, r in ran if r.worker == worker_id()]
     wall = (datetime.now() - since).total_seconds()
     busy, trials, runs = sum(s for s, _ in ran), len(ran), sum(r.runs for _, r in ran)
     record.write_json(

@@ -1,6 +1,6 @@
 """Measure a pruner on finished runs.
 
-    python -m mnist_sweep.search.prune_replay RUN_DIR... --pruner NAME
+    python -m mnist_sweep.bench.prune_replay RUN_DIR... --pruner NAME
 
 Every run folder given is a training that ran to its last epoch, so its curve
 says where a pruned trial would have ended. The runs are fed, in the order of
@@ -29,7 +29,6 @@ from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.schema.sweeper import Goal
 from mnist_sweep.search.pruning import build_pruner, selection_accuracy, to_reported
-from mnist_sweep.search.trial_result import TrialResult
 
 
 def _finished_runs(dirs: list[Path]) -> list[RunRecord]:
@@ -51,6 +50,7 @@ def replay(pruner_name: str, runs: list[RunRecord], target: float) -> dict[str, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = build_pruner(pruner_cfg)
     study = optuna.create_study(directions=Goal.SMALLEST.directions, pruner=pruner)
+    study.set_user_attr("target_acc", target)
     met = missed = pruned = epochs_run = epochs_all = 0
     for run in runs:
         curve = [selection_accuracy(e.to_dict()) for e in run.epochs]
@@ -58,7 +58,6 @@ def replay(pruner_name: str, runs: list[RunRecord], target: float) -> dict[str, 
         met += final >= target
         epochs_all += len(curve)
         trial = study.ask()
-        TrialResult(target_acc=target).save(trial)
         stopped_at = None
         for epoch, accuracy in enumerate(curve, start=1):
             trial.report(to_reported(study, accuracy), step=epoch)
@@ -88,7 +87,7 @@ def replay(pruner_name: str, runs: list[RunRecord], target: float) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_sweep.search.prune_replay", description=__doc__
+        prog="python -m mnist_sweep.bench.prune_replay", description=__doc__
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders of finished trainings")
     parser.add_argument("--pruner", action="append", required=True, help="pruner config name")
