@@ -190,13 +190,17 @@ class MnistSweeper(OptunaSweeperImpl):
         try:
             budget = workers.optimize(study, jobs)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (__main__ raises it as Ctrl-C)
-            stop = interruption(e)
-            for number in jobs.running():  # trials of worker threads the signal did not reach
-                workers.fail_running(study, number, f"interrupted by {stop.signal_name}")
+            stop, running = interruption(e), jobs.running()
+            reason = f"interrupted by {stop.signal_name}"
+            # Trials of worker threads the signal did not reach. Their workers are stopped
+            # before their trials are told: one told first would find its trial finished
+            # at its next epoch and record its run failed, not interrupted.
+            for number in running:
+                workers.fail_running(study, number, reason, tell=False)
             if jobs.place.workers > 1:
-                # Before the report, not after: a worker still training would find its
-                # trial told at its next epoch and record its run failed, not interrupted.
                 stop_child_processes()
+            for number in running:
+                workers.fail_running(study, number, reason)
             self._report(study, jobs, since)
             log.error(
                 "interrupted: the study keeps every finished trial; "

@@ -43,13 +43,15 @@ def _dead_here(trial: FrozenTrial) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
 
 
-def fail_running(study: optuna.Study, number: int, reason: str) -> bool:
-    """Record a RUNNING trial as failed, with its reason; False if it had finished."""
+def fail_running(study: optuna.Study, number: int, reason: str, tell: bool = True) -> bool:
+    """Record a RUNNING trial's fail reason and (`tell`) tell it failed; False if it had
+    finished."""
     trial = study.get_trials(deepcopy=False)[number]
     try:
         # A trial of another thread or process: the public API reaches it only by id.
         TrialResult(fail_reason=reason).save(Trial(study, trial._trial_id))
-        study.tell(number, state=TrialState.FAIL)
+        if tell:
+            study.tell(number, state=TrialState.FAIL)
     except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
         return False
     return True
