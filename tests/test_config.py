@@ -426,6 +426,8 @@ def test_confirm_on_a_sweep_it_cannot_read_is_one_line(tmp_path, capsys, winner,
     else:
         text = json.dumps(winner).replace("{tmp}", str(tmp_path))
         sweep = _sweep_with(tmp_path, json.loads(text))
-    assert confirm.main([str(sweep)]) == 1
+    with pytest.raises(SystemExit) as stopped:
+        confirm.main([str(sweep)])
+    assert stopped.value.code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and says.format(tmp=tmp_path) in line, line

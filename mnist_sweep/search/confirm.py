@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from mnist_sweep.errors import RunRecordError, UserError, first_line, report
+from mnist_sweep.errors import RunRecordError, UserError, exit_on_user_error, first_line
 from mnist_sweep.run import record
 from mnist_sweep.run.record import RunRecord, RunStatus
 from mnist_sweep.search.seeds import verdict
@@ -131,6 +131,7 @@ def _print(result: dict[str, Any]) -> None:
         )
 
 
+@exit_on_user_error()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mnist_sweep.search.confirm", description=__doc__.splitlines()[0]
@@ -146,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    try:
-        confirm(args.sweep_dir, args.seeds, args.overrides)
-    except UserError as e:
-        return report(str(e))
+    confirm(args.sweep_dir, args.seeds, args.overrides)
     return 0  # the verdict is printed and in confirm.json
 
 
