@@ -517,8 +517,10 @@ def _interrupted_by_sigterm(cwd: Path, trial) -> bool:
     return metrics.status is RunStatus.INTERRUPTED and metrics.signal == "SIGTERM"
 
 
-# Trials long enough that SIGTERM lands mid-training: 20 epochs of 500 images.
-LONG_TRIALS = ["trainer.epochs=20", "hydra.sweeper.n_trials=4", "hydra/sweeper/pruner=none"]
+# Trials long enough that both workers are mid-training at once, however late the
+# second one starts on a loaded machine (with short ones, the first could finish the
+# sweep alone): 200 epochs of 500 images. SIGTERM ends them, so their length costs nothing.
+LONG_TRIALS = ["trainer.epochs=200", "hydra.sweeper.n_trials=4", "hydra/sweeper/pruner=none"]
 
 
 @pytest.mark.slow
